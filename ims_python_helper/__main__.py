@@ -1,0 +1,8 @@
+"""``python -m ims_python_helper``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

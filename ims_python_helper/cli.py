@@ -1,0 +1,337 @@
+"""The command line: parse, resolve settings, call the library, print JSON. No business logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO
+
+from . import __version__
+from .artifacts import ARTIFACT_KINDS
+from .config import ARCHES, OPTIONS, Option, Settings, describe_source, resolve_settings
+from .errors import ImsHelperError, UsageError
+from .helper import JOB_STATUSES, RECIPE_DISTROS, ImsHelper
+from .progress import make_progress
+from .redact import install_log_redaction, redact
+
+PROG = "ims_python_helper"
+LOGGER = logging.getLogger("ims_python_helper.cli")
+
+
+@dataclass
+class Environment:
+    """What the CLI reads and writes, so tests can drive the real CLI in-process."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+
+class Interrupted(ImsHelperError):
+    """SIGINT or SIGTERM arrived; the run cleans up like any failure."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit status 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+class StoreOnce(argparse.Action):
+    """Store a value, refusing a second occurrence of the same option (earlier clients silently kept one)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            raise UsageError(f"{option_string} was given more than once; give it once")
+        setattr(namespace, self.dest, values)
+
+
+class SwitchOnce(argparse.Action):
+    """A flag without a value (stored as True), also refused when repeated."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("nargs", 0)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            raise UsageError(f"{option_string} was given more than once; give it once")
+        setattr(namespace, self.dest, True)
+
+
+def uuid_argument(text: str) -> str:
+    """argparse type for IMS ids."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a UUID") from None
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Global options are accepted before or after the sub-command, as earlier clients allowed."""
+    group = parser.add_argument_group("global options (flag, then environment, then mounted file, then default)")
+    for option in OPTIONS:
+        _add_option(group, option)
+        if option.file_flag:
+            group.add_argument(option.file_flag, dest=option.file_flag.lstrip("-").replace("-", "_"),
+                               action=StoreOnce, default=argparse.SUPPRESS, metavar="PATH",
+                               help=f"read {option.flags[-1].lstrip('-').replace('-', ' ')} from this file")
+
+
+def _add_option(group: Any, option: Option) -> None:
+    source = describe_source(option)
+    text = f"{option.help} [{source}]" if source else option.help
+    if option.is_switch:
+        group.add_argument(*option.flags, dest=option.dest, action=SwitchOnce, default=argparse.SUPPRESS, help=text)
+    else:
+        group.add_argument(*option.flags, dest=option.dest, action=StoreOnce, default=argparse.SUPPRESS,
+                           metavar=option.metavar or ("{" + ",".join(option.choices) + "}" if option.choices else "VALUE"), help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree."""
+    parser = ArgumentParser(prog=PROG, description="Publish boot images and recipes into the Cray Image "
+                            "Management Service (IMS) and its S3 store.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_global_options(parser)
+    resources = parser.add_subparsers(title="commands", dest="resource", metavar="{image,recipe,local}",
+                                      parser_class=ArgumentParser)
+    resources.required = True
+
+    image = resources.add_parser("image", help="publish images and update jobs")
+    image_commands = image.add_subparsers(title="image commands", dest="command", parser_class=ArgumentParser)
+    image_commands.required = True
+
+    upload = image_commands.add_parser(
+        "upload_artifacts", help="upload artifacts, write the manifest and link a new image record",
+        description="Upload the artifacts of one image to S3, write its manifest, link the IMS image "
+                    "record to it, and (with a job id) set the job's resultant_image_id.")
+    upload.add_argument("image_name", help="name of the image record")
+    upload.add_argument("ims_job_id", nargs="?", type=uuid_argument, default=None,
+                        help="IMS job to update (default: IMS_JOB_ID)")
+    for kind in ARTIFACT_KINDS:
+        upload.add_argument(*kind.flags, dest=kind.name, action="append", metavar="FILE",
+                            help=f"{kind.help} file, stored as IMAGE_ID/{kind.key}")
+    upload.add_argument("--arch", action=StoreOnce, choices=ARCHES, default=None,
+                        help="architecture of the image (IMS default: x86_64)")
+    upload.add_argument("--skip-existing", action=SwitchOnce, default=None,
+                        help="return an image of this name that already holds these files instead of uploading")
+    upload.add_argument("--set-job-error", action=SwitchOnce, default=None,
+                        help="when the publish fails, set the job's status to error")
+    _add_global_options(upload)
+    upload.set_defaults(handler=run_upload_artifacts)
+
+    status = image_commands.add_parser("set_job_status", help="set an IMS job's status")
+    status.add_argument("ims_job_id", type=uuid_argument, help="IMS job id")
+    status.add_argument("job_status", choices=JOB_STATUSES, metavar="STATUS",
+                        help=f"one of {', '.join(JOB_STATUSES)}")
+    _add_global_options(status)
+    status.set_defaults(handler=run_set_job_status)
+
+    recipe = resources.add_parser("recipe", help="load recipes")
+    recipe_commands = recipe.add_subparsers(title="recipe commands", dest="command", parser_class=ArgumentParser)
+    recipe_commands.required = True
+    recipe_upload = recipe_commands.add_parser(
+        "upload", help="load a recipe tarball (idempotent)",
+        description="Create (or reuse) an IMS recipe record and store the gzipped tarball at "
+                    "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).")
+    recipe_upload.add_argument("recipe_name", help="name of the recipe record")
+    recipe_upload.add_argument("recipe_file", help="gzipped tar archive (.tar.gz)")
+    recipe_upload.add_argument("--distro", required=True, choices=RECIPE_DISTROS, action=StoreOnce, default=None)
+    recipe_upload.add_argument("--template-dictionary", action="append", default=None, metavar="KEY=VALUE",
+                               help="a template value; repeat for several")
+    recipe_upload.add_argument("--arch", action=StoreOnce, choices=ARCHES, default=None)
+    recipe_upload.add_argument("--require-dkms", action=SwitchOnce, default=None)
+    _add_global_options(recipe_upload)
+    recipe_upload.set_defaults(handler=run_recipe_upload)
+
+    from .local import commands as local_commands  # cheap: heavy imports happen inside its handlers
+
+    local_commands.register(resources)
+    return parser
+
+
+# -- handlers: each turns parsed arguments into one library call --------------------
+
+
+def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None) -> ImsHelper:
+    return ImsHelper.from_settings(settings, progress=make_progress(settings.progress, env.stderr), bucket=bucket)
+
+
+def run_upload_artifacts(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
+    """``image upload_artifacts``."""
+    job_id = args.ims_job_id or env.environ.get("IMS_JOB_ID") or None
+    if job_id:
+        try:
+            job_id = uuid_argument(job_id)
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"IMS_JOB_ID: {err}") from None
+    for kind in ARTIFACT_KINDS:
+        given = getattr(args, kind.name) or []
+        if len(given) > 1:
+            raise UsageError(f"{'/'.join(kind.flags)} was given {len(given)} times; an image has one {kind.name}")
+    helper = _helper(settings, env)
+    try:
+        return helper.image_upload_artifacts(
+            args.image_name,
+            ims_job_id=job_id,
+            rootfs=args.rootfs,
+            kernel=args.kernel,
+            initrd=args.initrd,
+            debug=args.debug,
+            boot_parameters=args.boot_parameters,
+            skip_existing=bool(args.skip_existing),
+            arch=args.arch,
+        )
+    except ImsHelperError as err:
+        if args.set_job_error and job_id:
+            _mark_job_failed(helper, job_id, err)
+        raise
+    except BaseException as err:
+        if args.set_job_error and job_id:
+            _mark_job_failed(helper, job_id, err)
+        raise
+
+
+def _mark_job_failed(helper: ImsHelper, job_id: str, err: BaseException) -> None:
+    helper.deadline.allow_cleanup()
+    try:
+        helper.image_set_job_status(job_id, "error")
+        LOGGER.info("set job %s to status error", job_id)
+    except ImsHelperError as status_err:
+        LOGGER.error("could not set job %s to error: %s", job_id, status_err)
+
+
+def run_set_job_status(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
+    """``image set_job_status``."""
+    return _helper(settings, env).image_set_job_status(args.ims_job_id, args.job_status)
+
+
+def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
+    """``recipe upload``: recipes live in the ``ims`` bucket unless a bucket is set explicitly."""
+    templates: Dict[str, str] = {}
+    for pair in args.template_dictionary or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--template-dictionary {pair!r} is not KEY=VALUE")
+        if key in templates:
+            raise UsageError(f"--template-dictionary key {key!r} was given twice")
+        templates[key] = value
+    explicit_bucket = getattr(args, "s3_bucket", None) or env.environ.get("S3_BUCKET")
+    helper = _helper(settings, env, bucket=None if explicit_bucket else "ims")
+    record = helper.recipe_upload(args.recipe_name, args.recipe_file, args.distro, templates or None,
+                                  arch=args.arch, require_dkms=args.require_dkms)
+    return {"result": "success", "ims_recipe_record": record}
+
+
+# -- main -------------------------------------------------------------------------
+
+
+def _configure_logging(level: str, stream: TextIO) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install_log_redaction(handler)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_ims_python_helper", False):
+            root.removeHandler(old)
+    handler._ims_python_helper = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def _print_json(data: Any, stream: TextIO) -> None:
+    stream.write(redact(json.dumps(data, indent=4, sort_keys=True)) + "\n")
+    stream.flush()
+
+
+def _one_line(message: str) -> str:
+    return " ".join(redact(message).split())
+
+
+class _SignalGuard:
+    """Turns SIGINT/SIGTERM into ``Interrupted`` once, so the run cleans up; later signals wait for cleanup."""
+
+    def __init__(self) -> None:
+        self.previous: Dict[int, Any] = {}
+        self.fired = False
+
+    def __enter__(self) -> "_SignalGuard":
+        if hasattr(signal, "SIGTERM"):
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self.previous[signum] = signal.signal(signum, self._handle)
+                except ValueError:  # not the main thread: leave signals alone
+                    pass
+        return self
+
+    def _handle(self, signum: int, _frame: Optional[FrameType]) -> None:
+        if self.fired:
+            return
+        self.fired = True
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; what this run created was removed")
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) -> int:
+    """Run the CLI; returns the exit status (0 success, 1 failure, 2 usage error)."""
+    env = env or Environment()
+    handler: Optional[logging.Handler] = None
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:  # --help and --version
+            return int(stop.code or 0)
+        if getattr(args, "resource", None) == "local":
+            return int(args.func(args))
+        raw = {o.dest: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
+        for option in OPTIONS:
+            if option.file_flag:
+                file_dest = option.file_flag.lstrip("-").replace("-", "_")
+                if hasattr(args, file_dest):
+                    raw[file_dest] = getattr(args, file_dest)
+        settings = resolve_settings(raw, env.environ)
+        handler = _configure_logging(settings.log_level, env.stderr)
+        for flag in settings.secrets_on_argv:
+            LOGGER.warning("%s was given on the command line, where other users of this machine can read it; "
+                           "use its file or environment variable instead", flag)
+        with _SignalGuard():
+            result = args.handler(args, settings, env)
+        _print_json(result, env.stdout)
+        return 0
+    except ImsHelperError as err:
+        message = _one_line(str(err))
+        if not isinstance(err, UsageError):
+            _print_json({"result": "failure", "error": message}, env.stdout)
+        env.stderr.write(f"{PROG}: error: {message}\n")
+        env.stderr.flush()
+        return err.exit_code
+    except Exception as err:  # a bug: still one line, still no secrets, still a failure JSON
+        message = _one_line(f"unexpected {type(err).__name__}: {err}")
+        LOGGER.debug("unexpected error", exc_info=True)
+        _print_json({"result": "failure", "error": message}, env.stdout)
+        env.stderr.write(f"{PROG}: error: {message}\n")
+        return 1
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+
+
+def console_main() -> None:
+    """Entry point of the ``ims-python-helper`` console script."""
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Settings: every option, its environment variable, mounted file and default, in one table.
+
+Precedence, resolved once per run: command-line flag, then environment
+variable, then a file in the mounted OAuth directory, then the default.
+``--help`` and the README's option table are both generated from ``OPTIONS``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+from .errors import ConfigError, UsageError
+
+DEFAULT_IMS_API_URL = "https://api-gw-service-nmn.local/apis/ims"
+DEFAULT_OAUTH_CONFIG_DIR = "/etc/admin-client-auth"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ARCHES = ("x86_64", "aarch64")
+CHECKSUM_MODES = ("when_required", "when_supported")
+ADDRESSING_STYLES = ("path", "virtual", "auto")
+PROGRESS_MODES = ("auto", "bar", "log", "none")
+MIB = 1024 * 1024
+
+#: Words that turn S3 TLS verification off, as earlier clients accepted them.
+OFF_WORDS = frozenset({"false", "off", "no", "f", "0", "n"})
+ON_WORDS = frozenset({"true", "on", "yes", "t", "1", "y"})
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _part_size_mib(text: str) -> int:
+    value = _positive_int(text)
+    if not 5 <= value <= 5120:
+        raise ValueError(f"S3 parts must be 5 to 5120 MiB, got {value}")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ON_WORDS:
+        return True
+    if lowered in OFF_WORDS:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _choice(choices: Sequence[str], upper: bool = False) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it can come from and how it is read."""
+
+    dest: str
+    flags: Tuple[str, ...]
+    help: str
+    env: Tuple[str, ...] = ()
+    #: File name inside the mounted OAuth directory (``OAUTH_CONFIG_DIR``).
+    mounted_file: Optional[str] = None
+    default: Any = None
+    parse: Callable[[str], Any] = _text
+    metavar: Optional[str] = None
+    choices: Optional[Sequence[str]] = None
+    #: True for credentials: never logged, never echoed, warned about on argv.
+    secret: bool = False
+    #: Flag that names a file holding this value (``--oauth-client-secret-file``).
+    file_flag: Optional[str] = None
+    #: Environment variable that names such a file.
+    file_env: Optional[str] = None
+    #: Option is a switch without a value.
+    is_switch: bool = False
+
+
+OPTIONS: Tuple[Option, ...] = (
+    Option("log_level", ("-l", "--log-level"), "log level for messages on stderr", ("LOG_LEVEL",),
+           default="INFO", parse=_choice(LOG_LEVELS, upper=True), choices=LOG_LEVELS),
+    Option("timeout", ("-t", "--timeout"), "seconds each single request may take", ("IMS_REQUEST_TIMEOUT",),
+           default=60.0, parse=_positive_float, metavar="SECONDS"),
+    Option("deadline", ("--deadline",), "seconds the whole run may take, retries included", ("IMS_DEADLINE",),
+           default=4 * 3600.0, parse=_positive_float, metavar="SECONDS"),
+    Option("ims_url", ("--ims-url",), "base URL of IMS", ("IMS_URL",), default=DEFAULT_IMS_API_URL, metavar="URL"),
+    Option("cert", ("--cert",), "CA bundle for IMS and the token endpoint (default: the system store)",
+           ("CA_CERT",), metavar="PATH"),
+    Option("oauth_config_dir", ("--oauth-config-dir",),
+           "directory with mounted client-id, client-secret and endpoint files", ("OAUTH_CONFIG_DIR",),
+           default=DEFAULT_OAUTH_CONFIG_DIR, metavar="DIR"),
+    Option("oauth_client_id", ("--oauth-client-id",), "OAuth2 client id", ("OAUTH_CLIENT_ID",),
+           mounted_file="client-id", metavar="ID"),
+    Option("oauth_client_secret", ("--oauth-client-secret",),
+           "OAuth2 client secret (prefer the file or env var: argv is visible to other users)",
+           ("OAUTH_CLIENT_SECRET",), mounted_file="client-secret", metavar="SECRET", secret=True,
+           file_flag="--oauth-client-secret-file", file_env="OAUTH_CLIENT_SECRET_FILE"),
+    Option("token_url", ("--token-url",), "OAuth2 token endpoint URL", ("OAUTH_CLIENT_ENDPOINT",),
+           mounted_file="endpoint", metavar="URL"),
+    Option("s3_endpoint", ("--s3-endpoint",), "S3 endpoint URL", ("S3_ENDPOINT", "S3_HOST"), metavar="URL"),
+    Option("s3_access_key", ("--s3-access-key",), "S3 access key id", ("S3_ACCESS_KEY",), metavar="KEY",
+           secret=True, file_flag="--s3-access-key-file", file_env="S3_ACCESS_KEY_FILE"),
+    Option("s3_secret_key", ("--s3-secret-key",), "S3 secret key (prefer the file or env var)", ("S3_SECRET_KEY",),
+           metavar="KEY", secret=True, file_flag="--s3-secret-key-file", file_env="S3_SECRET_KEY_FILE"),
+    Option("s3_ssl_verify", ("--s3-ssl-verify",),
+           "S3 TLS verification: true, false/off/no/f/0, or a CA bundle path", ("S3_SSL_VERIFY",),
+           default="true", metavar="VALUE"),
+    Option("s3_bucket", ("--s3-bucket",), "S3 bucket for image artifacts", ("S3_BUCKET",), default="boot-images",
+           metavar="BUCKET"),
+    Option("s3_checksum", ("--s3-checksum",),
+           "botocore request/response checksum mode; when_required suits Ceph RGW", ("S3_CHECKSUM_MODE",),
+           default="when_required", parse=_choice(CHECKSUM_MODES), choices=CHECKSUM_MODES),
+    Option("s3_addressing_style", ("--s3-addressing-style",), "S3 bucket addressing style",
+           ("S3_ADDRESSING_STYLE",), default="path", parse=_choice(ADDRESSING_STYLES), choices=ADDRESSING_STYLES),
+    Option("part_size_mb", ("--part-size",), "multipart part size in MiB (5-5120)", ("IMS_PART_SIZE_MB",),
+           default=16, parse=_part_size_mib, metavar="MIB"),
+    Option("concurrency", ("--concurrency",), "parallel S3 requests across all artifacts",
+           ("IMS_UPLOAD_CONCURRENCY",), default=8, parse=_positive_int, metavar="N"),
+    Option("sha256", ("--sha256",), "also compute SHA-256 while uploading and record it in object metadata",
+           ("IMS_SHA256",), default=False, parse=_bool, is_switch=True),
+    Option("progress", ("--progress",), "progress display: bars on a terminal, periodic log lines otherwise",
+           ("IMS_PROGRESS",), default="auto", parse=_choice(PROGRESS_MODES), choices=PROGRESS_MODES),
+)
+
+OPTION_BY_DEST: Dict[str, Option] = {option.dest: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs, resolved once. Secrets are left out of ``repr``."""
+
+    log_level: str = "INFO"
+    timeout: float = 60.0
+    deadline: float = 4 * 3600.0
+    ims_url: str = DEFAULT_IMS_API_URL
+    cert: Optional[str] = None
+    oauth_config_dir: str = DEFAULT_OAUTH_CONFIG_DIR
+    oauth_client_id: Optional[str] = None
+    oauth_client_secret: Optional[str] = field(default=None, repr=False)
+    token_url: Optional[str] = None
+    s3_endpoint: Optional[str] = None
+    s3_access_key: Optional[str] = field(default=None, repr=False)
+    s3_secret_key: Optional[str] = field(default=None, repr=False)
+    s3_ssl_verify: Union[bool, str] = True
+    s3_bucket: str = "boot-images"
+    s3_checksum: str = "when_required"
+    s3_addressing_style: str = "path"
+    part_size_mb: int = 16
+    concurrency: int = 8
+    sha256: bool = False
+    progress: str = "auto"
+    #: Names of secrets that were given on the command line (for the warning).
+    secrets_on_argv: Tuple[str, ...] = ()
+
+    @property
+    def part_size(self) -> int:
+        """Multipart part size in bytes."""
+        return self.part_size_mb * MIB
+
+
+def parse_ssl_verify(value: Union[str, bool, None]) -> Union[bool, str]:
+    """Read ``S3_SSL_VERIFY``: an off word means False, an on word True, anything else a CA path."""
+    if value is None or isinstance(value, bool):
+        return True if value is None else value
+    text = value.strip()
+    if text.lower() in OFF_WORDS:
+        return False
+    if text.lower() in ON_WORDS or not text:
+        return True
+    if not os.path.isfile(text):
+        raise ConfigError(f"S3 CA bundle {text!r} (from --s3-ssl-verify/S3_SSL_VERIFY) is not a readable file")
+    return text
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} from {path}: {err.strerror or err}") from None
+
+
+def resolve_settings(flags: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Build ``Settings`` from parsed flags (dest to raw string; absent when not given) and the environment.
+
+    Raises ``UsageError`` when a value has the wrong shape.
+    """
+    env = os.environ if environ is None else environ
+    values: Dict[str, Any] = {}
+    on_argv = []
+
+    config_dir_flag = flags.get("oauth_config_dir")
+    config_dir = config_dir_flag or env.get("OAUTH_CONFIG_DIR") or DEFAULT_OAUTH_CONFIG_DIR
+
+    for option in OPTIONS:
+        raw: Any = None
+        source = ""
+        file_flag_dest = _file_dest(option)
+        if flags.get(option.dest) is not None:
+            raw, source = flags[option.dest], option.flags[-1]
+            if option.secret:
+                on_argv.append(option.flags[-1])
+        elif file_flag_dest and flags.get(file_flag_dest):
+            raw, source = _read_secret_file(flags[file_flag_dest], option.file_flag or ""), option.file_flag or ""
+        else:
+            for name in option.env:
+                if env.get(name):
+                    raw, source = env[name], name
+                    break
+            if raw is None and option.file_env and env.get(option.file_env):
+                raw, source = _read_secret_file(env[option.file_env], option.file_env), option.file_env
+            if raw is None and option.mounted_file:
+                path = os.path.join(config_dir, option.mounted_file)
+                if os.path.isfile(path):
+                    raw, source = _read_secret_file(path, option.mounted_file), path
+        if raw is None:
+            values[option.dest] = option.default
+            continue
+        if isinstance(raw, bool):
+            values[option.dest] = raw
+            continue
+        try:
+            values[option.dest] = option.parse(str(raw))
+        except ValueError as err:
+            raise UsageError(f"{source}: {err}") from None
+
+    values["s3_ssl_verify"] = parse_ssl_verify(values["s3_ssl_verify"])
+    if values["cert"] and not os.path.isfile(values["cert"]):
+        raise ConfigError(f"CA bundle {values['cert']!r} (from --cert/CA_CERT) is not a readable file")
+    values["secrets_on_argv"] = tuple(on_argv)
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def _file_dest(option: Option) -> Optional[str]:
+    if not option.file_flag:
+        return None
+    return option.file_flag.lstrip("-").replace("-", "_")
+
+
+def describe_source(option: Option) -> str:
+    """Where an option's value may come from, for ``--help`` and the README."""
+    parts = []
+    if option.env:
+        parts.append("env " + " or ".join(option.env))
+    if option.file_env:
+        parts.append(f"env {option.file_env} (a file)")
+    if option.mounted_file:
+        parts.append(f"file $OAUTH_CONFIG_DIR/{option.mounted_file}")
+    if option.default not in (None, "", False):
+        parts.append(f"default {option.default}")
+    return "; ".join(parts)
+
+
+def options_markdown() -> str:
+    """The README's table of global options, made from ``OPTIONS``."""
+    lines = ["| flag | environment | mounted file | default | meaning |", "| --- | --- | --- | --- | --- |"]
+    for option in OPTIONS:
+        flag = ", ".join(f"`{f}`" for f in option.flags)
+        if option.file_flag:
+            flag += f", `{option.file_flag} PATH`"
+        env = ", ".join(f"`{e}`" for e in option.env)
+        if option.file_env:
+            env += f", `{option.file_env}` (path)"
+        mounted = f"`{option.mounted_file}`" if option.mounted_file else ""
+        default = "" if option.default in (None, "", False) else f"`{option.default}`"
+        lines.append(f"| {flag} | {env} | {mounted} | {default} | {option.help} |")
+    return "\n".join(lines)

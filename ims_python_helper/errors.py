@@ -1,0 +1,91 @@
+"""The exceptions the library raises; the CLI maps each to a message and an exit code."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+
+class ImsHelperError(Exception):
+    """Base of every error this package raises on purpose.
+
+    ``str(error)`` is a single line that names the problem and, where it can,
+    what to do about it. It never contains a secret.
+    """
+
+    #: Exit status the CLI uses for this kind of error.
+    exit_code = 1
+
+
+class UsageError(ImsHelperError):
+    """A flag, argument or setting has the wrong shape (CLI exit status 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(ImsHelperError):
+    """A required setting (URL, credential, bucket) is missing or unusable."""
+
+
+class InputError(ImsHelperError):
+    """An artifact, name or id given by the caller cannot be used."""
+
+
+class AuthError(ImsHelperError):
+    """The token endpoint refused the credentials or could not be reached."""
+
+
+class TransportError(ImsHelperError):
+    """A server could not be reached, timed out, or answered with something unreadable."""
+
+
+class DeadlineExceeded(TransportError):
+    """The run's total deadline passed before the work was done."""
+
+
+class ImsApiError(ImsHelperError):
+    """IMS answered a request with an error status.
+
+    ``status`` is the HTTP status and ``detail`` the RFC 7807 problem detail
+    (or a short excerpt of a non-JSON body).
+    """
+
+    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.detail = detail
+        super().__init__(f"IMS {method} {path} failed with HTTP {status}: {detail}")
+
+
+class StorageError(ImsHelperError):
+    """An S3 operation failed."""
+
+
+class VerificationError(StorageError):
+    """An uploaded object does not match the local file (size, md5 or metadata)."""
+
+
+class CleanupError(ImsHelperError):
+    """A failed run could not remove everything it created.
+
+    ``original`` is the error that made the run fail; ``leftovers`` names each
+    image record, S3 key or multipart upload that is still there.
+    """
+
+    def __init__(self, original: BaseException, leftovers: List[str]) -> None:
+        self.original = original
+        self.leftovers = list(leftovers)
+        super().__init__(f"{original} (cleanup incomplete; still present: {', '.join(self.leftovers)})")
+
+
+class ImsImagesExistWithName(ImsHelperError):
+    """Images with artifacts already carry the requested name.
+
+    Kept with its historical name and arguments because callers catch it.
+    """
+
+    def __init__(self, name: str, image_records: Optional[List[Dict[str, Any]]] = None, *args: Any) -> None:
+        self.name = name
+        self.image_records = list(image_records or [])
+        ids = ", ".join(str(r.get("id")) for r in self.image_records)
+        super().__init__(f'images with name "{name}" already exist in IMS (ID(s): {ids})', *args)

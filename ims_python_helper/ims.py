@@ -1,0 +1,220 @@
+"""The IMS REST client: one method per IMS call, each returning the decoded JSON record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from typing import Any, Dict, List, Optional
+
+import requests
+
+from .errors import DeadlineExceeded, ImsApiError, TransportError
+from .redact import redact
+from .session import TRANSIENT_STATUSES, Deadline, describe_request_error, tls_failure_message
+
+LOGGER = logging.getLogger(__name__)
+
+Record = Dict[str, Any]
+
+#: Image metadata keys through which a run finds the record it created after a crash.
+JOB_METADATA_KEY = "ims-python-helper-job-id"
+RUN_METADATA_KEY = "ims-python-helper-run-key"
+
+#: Largest IMS answer we are willing to decode.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: How many times a create is attempted when the network or a gateway fails.
+CREATE_ATTEMPTS = 5
+
+
+class ImsClient:
+    """Calls the IMS REST API with a prepared session (token, TLS and retries are the session's business)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        session: requests.Session,
+        timeout: float = 60.0,
+        deadline: Optional[Deadline] = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.timeout = timeout
+        self.deadline = deadline or Deadline(None)
+
+    def __repr__(self) -> str:
+        return f"<ImsClient {self.base_url}>"
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: Optional[Record] = None, expect: type = dict) -> Any:
+        url = f"{self.base_url}{path}"
+        self.deadline.check(f"calling IMS {method} {path}")
+        try:
+            response = self.session.request(method, url, json=body, timeout=self.deadline.cap(self.timeout))
+        except requests.exceptions.SSLError as err:
+            raise TransportError(tls_failure_message(url, getattr(self.session, "verify", True), err)) from None
+        except requests.exceptions.RequestException as err:
+            raise TransportError(f"cannot reach IMS at {self.base_url} ({method} {path}): "
+                                 f"{describe_request_error(err)}") from None
+        if response.status_code >= 400:
+            raise ImsApiError(method, path, response.status_code, problem_detail(response))
+        if response.status_code == 204 or expect is type(None):
+            return None
+        return decode_json(response, f"IMS {method} {path}", expect)
+
+    # -- service ------------------------------------------------------------
+
+    def version(self) -> str:
+        """IMS's version string (also proves IMS is reachable and the token is accepted)."""
+        value = self._call("GET", "/version", expect=object)
+        return value if isinstance(value, str) else json.dumps(value)
+
+    # -- images ---------------------------------------------------------------
+
+    def list_images(self) -> List[Record]:
+        """Every image record."""
+        return list(self._call("GET", "/images", expect=list))
+
+    def get_image(self, image_id: str) -> Record:
+        """One image record."""
+        return dict(self._call("GET", f"/images/{image_id}"))
+
+    def create_image(self, name: str, arch: Optional[str] = None, metadata: Optional[Dict[str, str]] = None) -> Record:
+        """Create an image record.
+
+        With ``metadata`` carrying a run key the create is safe to repeat: after a
+        transient failure the records are searched for that key before trying again,
+        so a POST that did land is not made twice.
+        """
+        body: Record = {"name": name}
+        if arch:
+            body["arch"] = arch
+        if metadata:
+            body["metadata"] = dict(metadata)
+        run_key = (metadata or {}).get(RUN_METADATA_KEY)
+        return self._create_once("/images", body, lambda: self._find_image_by_run_key(name, run_key))
+
+    def _find_image_by_run_key(self, name: str, run_key: Optional[str]) -> Optional[Record]:
+        if not run_key:
+            return None
+        for record in self.list_images():
+            if record.get("name") == name and (record.get("metadata") or {}).get(RUN_METADATA_KEY) == run_key:
+                return record
+        return None
+
+    def _create_once(self, path: str, body: Record, find_existing: Any) -> Record:
+        """POST ``body``; on a transient failure look for the record before posting again."""
+        delay = 0.5
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                return dict(self._call("POST", path, body))
+            except DeadlineExceeded:
+                raise
+            except (TransportError, ImsApiError) as err:
+                transient = isinstance(err, TransportError) or err.status in TRANSIENT_STATUSES
+                if not transient or attempt == CREATE_ATTEMPTS:
+                    raise
+                LOGGER.warning("POST %s failed (%s); checking whether it landed before trying again", path, err)
+                time.sleep(min(delay * (1 + random.random()), max(self.deadline.remaining() or delay, 0)))
+                delay *= 2
+                try:
+                    existing = find_existing()
+                except (TransportError, ImsApiError):
+                    existing = None
+                if existing:
+                    LOGGER.info("the earlier POST %s did create %s; using it", path, existing.get("id"))
+                    return dict(existing)
+        raise AssertionError("unreachable")
+
+    def patch_image(self, image_id: str, data: Record) -> Record:
+        """Patch an image record (link, arch or one metadata operation)."""
+        return dict(self._call("PATCH", f"/images/{image_id}", data))
+
+    def delete_image(self, image_id: str) -> None:
+        """Delete an image record."""
+        self._call("DELETE", f"/images/{image_id}", expect=type(None))
+
+    # -- jobs -----------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Record:
+        """One job record."""
+        return dict(self._call("GET", f"/jobs/{job_id}"))
+
+    def patch_job(self, job_id: str, data: Record) -> Record:
+        """Patch a job record (``status`` or ``resultant_image_id``)."""
+        return dict(self._call("PATCH", f"/jobs/{job_id}", data))
+
+    # -- recipes --------------------------------------------------------------
+
+    def list_recipes(self) -> List[Record]:
+        """Every recipe record."""
+        return list(self._call("GET", "/recipes", expect=list))
+
+    def get_recipe(self, recipe_id: str) -> Record:
+        """One recipe record."""
+        return dict(self._call("GET", f"/recipes/{recipe_id}"))
+
+    def create_recipe(self, body: Record) -> Record:
+        """Create a recipe record (not retried blindly: recipes carry no run key)."""
+        return dict(self._call("POST", "/recipes", body))
+
+    def patch_recipe(self, recipe_id: str, data: Record) -> Record:
+        """Patch a recipe record."""
+        return dict(self._call("PATCH", f"/recipes/{recipe_id}", data))
+
+    def delete_recipe(self, recipe_id: str) -> None:
+        """Delete a recipe record."""
+        self._call("DELETE", f"/recipes/{recipe_id}", expect=type(None))
+
+
+def decode_json(response: requests.Response, what: str, expect: type = object) -> Any:
+    """Decode a JSON answer, turning HTML pages, truncated or oversized bodies and wrong types into one-line errors."""
+    length = response.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > MAX_RESPONSE_BYTES:
+        raise TransportError(f"{what} answered with {int(length)} bytes, more than the {MAX_RESPONSE_BYTES} allowed")
+    content = response.content or b""
+    if len(content) > MAX_RESPONSE_BYTES:
+        raise TransportError(f"{what} answered with {len(content)} bytes, more than the {MAX_RESPONSE_BYTES} allowed")
+    try:
+        value = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        kind = response.headers.get("Content-Type", "unknown type")
+        raise TransportError(
+            f"{what} answered HTTP {response.status_code} with a body that is not JSON ({kind}: {excerpt(content)}); "
+            "check that the URL points at the service"
+        ) from None
+    if expect is not object and not isinstance(value, expect):
+        raise TransportError(f"{what} answered with a JSON {type(value).__name__}, expected a {expect.__name__}")
+    return value
+
+
+def problem_detail(response: requests.Response) -> str:
+    """The ``detail`` (or ``title``) of an RFC 7807 problem body, else a short excerpt of the body."""
+    content = response.content or b""
+    try:
+        body = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return excerpt(content) or response.reason or "no detail"
+    if isinstance(body, dict):
+        for key in ("detail", "title", "message", "error_description", "error"):
+            if isinstance(body.get(key), str) and body[key]:
+                return redact(body[key].replace("\n", " ")[:500])
+    return excerpt(content)
+
+
+def excerpt(content: bytes, limit: int = 120) -> str:
+    """A single-line, printable, secret-free prefix of a body."""
+    text = content[: limit * 4].decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return redact(text)
+
+
+def is_ims_error(err: BaseException, *statuses: int) -> bool:
+    """True when ``err`` is an IMS answer with one of ``statuses``."""
+    return isinstance(err, ImsApiError) and err.status in statuses
+

@@ -1,0 +1,346 @@
+"""The HTTP session for IMS: OAuth2 client credentials, TLS, bounded retries, timeouts, log redaction.
+
+The client-credentials grant has no refresh token, so an expired access token
+is replaced by fetching a new one, and a request refused with 401 is replayed
+once with a fresh token.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from typing import Any, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+import requests
+import requests_oauthlib
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, TokenExpiredError
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .config import DEFAULT_OAUTH_CONFIG_DIR
+from .errors import AuthError, ConfigError, DeadlineExceeded, TransportError
+from .redact import SECRETS, redact
+
+LOGGER = logging.getLogger(__name__)
+
+#: Statuses that mean "try again later" from a gateway or an overloaded service.
+TRANSIENT_STATUSES = (502, 503, 504)
+#: Renew the access token this many seconds before it expires.
+TOKEN_EXPIRY_MARGIN = 5.0
+#: Longest wait honoured from a Retry-After header.
+MAX_RETRY_AFTER = 30.0
+
+
+class Deadline:
+    """A point in time the whole run must finish by; every wait is cut to fit before it."""
+
+    def __init__(self, seconds: Optional[float]) -> None:
+        self.seconds = seconds
+        self._ends = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> Optional[float]:
+        """Seconds left, or None for no deadline."""
+        if self._ends is None:
+            return None
+        return self._ends - time.monotonic()
+
+    def check(self, doing: str) -> None:
+        """Raise ``DeadlineExceeded`` if the deadline has passed."""
+        left = self.remaining()
+        if left is not None and left <= 0:
+            raise DeadlineExceeded(f"the run's deadline of {self.seconds:g} s passed while {doing}; raise --deadline")
+
+    def allow_cleanup(self, seconds: float = 60.0) -> None:
+        """Give cleanup after a failure ``seconds`` more, even when the deadline has passed."""
+        if self._ends is not None:
+            self._ends = max(self._ends, time.monotonic() + seconds)
+
+    def cap(self, timeout: Optional[float]) -> Optional[float]:
+        """``timeout`` shortened so it ends no later than the deadline (at least 0.1 s)."""
+        left = self.remaining()
+        if left is None:
+            return timeout
+        left = max(left, 0.1)
+        return left if timeout is None else min(timeout, left)
+
+
+class BoundedRetry(Retry):
+    """urllib3 ``Retry`` whose Retry-After waits are capped, so a server cannot park the client."""
+
+    def get_retry_after(self, response: Any) -> Optional[float]:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, MAX_RETRY_AFTER)
+
+
+def build_retry(total: int = 5, allow_post: bool = False) -> Retry:
+    """Retries with exponential backoff and jitter for connection errors and 502/503/504 only.
+
+    POST is excluded unless ``allow_post``: a blind repeat of a create could make a
+    duplicate record, so IMS creates are made safe to repeat one level up.
+    """
+    methods = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"}
+    if allow_post:
+        methods.add("POST")
+    return BoundedRetry(
+        total=total,
+        connect=total,
+        read=total,
+        status=total,
+        other=0,
+        backoff_factor=0.5,
+        backoff_max=8.0,
+        backoff_jitter=0.5,
+        status_forcelist=TRANSIENT_STATUSES,
+        allowed_methods=frozenset(methods),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(url: str, what: str) -> None:
+    """Refuse to send credentials over plain HTTP, except to this machine (the local stack)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "https" or (scheme == "http" and _is_loopback(url)):
+        return
+    if scheme == "http":
+        raise ConfigError(f"{what} {url} uses plain http; credentials are only sent over https (or to loopback)")
+    raise ConfigError(f"{what} {url!r} is not an http(s) URL; give a full URL such as https://host/path")
+
+
+class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
+    """An OAuth2 session for the client-credentials grant that renews its own token.
+
+    Each request gets a timeout (requests has no session-wide one) cut to the
+    run's deadline; the token is fetched again shortly before it expires, and a
+    401 answer is replayed once with a new token.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        token_url: str,
+        verify: Union[bool, str] = True,
+        timeout: float = 60.0,
+        deadline: Optional[Deadline] = None,
+        retries: int = 5,
+    ) -> None:
+        super().__init__(client=BackendApplicationClient(client_id=client_id))
+        check_transport(token_url, "token URL")
+        SECRETS.add(client_secret)
+        self._client_secret = client_secret
+        self.token_url = token_url
+        self.verify = verify
+        self.request_timeout = timeout
+        self.deadline = deadline or Deadline(None)
+        self.grants = 0
+        self.mount("https://", HTTPAdapter(max_retries=build_retry(retries)))
+        self.mount("http://", HTTPAdapter(max_retries=build_retry(retries)))
+        # The token grant is safe to repeat, so its endpoint may retry POST too.
+        self.mount(token_url, HTTPAdapter(max_retries=build_retry(retries, allow_post=True)))
+        self.hooks["response"].append(log_exchange)
+
+    def __repr__(self) -> str:
+        return f"<ClientCredentialsSession client_id={self.client_id!r} token_url={self.token_url!r}>"
+
+    def fetch_new_token(self) -> None:
+        """Fetch a new access token; fail fast with ``AuthError`` on refusal or when unreachable."""
+        self.deadline.check("fetching an OAuth token")
+        try:
+            token = self.fetch_token(
+                token_url=self.token_url,
+                client_id=self.client_id,
+                client_secret=self._client_secret,
+                include_client_id=True,
+                verify=self.verify,
+                timeout=self.deadline.cap(self.request_timeout),
+            )
+        except OAuth2Error as err:
+            hint = "check the client id and secret" if err.error in ("invalid_client", "unauthorized_client") else ""
+            raise AuthError(
+                f"token endpoint {self.token_url} refused the client credentials ({err.error}); {hint}".rstrip("; ")
+            ) from None
+        except requests.exceptions.SSLError as err:
+            raise TransportError(tls_failure_message(self.token_url, self.verify, err)) from None
+        except requests.exceptions.RequestException as err:
+            raise TransportError(f"cannot reach the token endpoint {self.token_url}: {describe_request_error(err)}") from None
+        except ValueError as err:
+            raise AuthError(f"token endpoint {self.token_url} answered with something that is not a token: {err}") from None
+        SECRETS.add(token.get("access_token"))
+        self.grants += 1
+        LOGGER.debug("obtained an access token from %s (expires in %s s)", self.token_url, token.get("expires_in"))
+
+    def _token_is_fresh(self) -> bool:
+        if not self.token or "access_token" not in self.token:
+            return False
+        expires_at = self.token.get("expires_at")
+        return expires_at is None or float(expires_at) - TOKEN_EXPIRY_MARGIN > time.time()
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        data: Any = None,
+        headers: Any = None,
+        withhold_token: bool = False,
+        client_id: Optional[str] = None,
+        client_secret: Optional[str] = None,
+        files: Any = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        check_transport(url, "URL")
+        self.deadline.check(f"calling {method} {url}")
+        kwargs["timeout"] = self.deadline.cap(kwargs.get("timeout") or self.request_timeout)
+        if withhold_token or url == self.token_url:
+            return requests.Session.request(self, method, url, data=data, headers=headers, files=files, **kwargs)
+        for attempt in (1, 2):
+            if attempt == 2 or not self._token_is_fresh():
+                self.fetch_new_token()
+            try:
+                signed_url, signed_headers, signed_data = self._client.add_token(
+                    url, http_method=method, body=data, headers=dict(headers or {})
+                )
+            except TokenExpiredError:
+                self.fetch_new_token()
+                signed_url, signed_headers, signed_data = self._client.add_token(
+                    url, http_method=method, body=data, headers=dict(headers or {})
+                )
+            response = requests.Session.request(
+                self, method, signed_url, data=signed_data, headers=signed_headers, files=files, **kwargs
+            )
+            if response.status_code != 401 or attempt == 2:
+                return response
+            LOGGER.info("%s %s answered 401; fetching a new token and trying once more", method, url)
+            response.close()
+        raise AssertionError("unreachable")
+
+
+def describe_request_error(err: BaseException) -> str:
+    """A short, secret-free reason for a requests/urllib3 failure."""
+    if isinstance(err, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(err, requests.exceptions.Timeout):
+        return "timed out waiting for an answer"
+    if isinstance(err, requests.exceptions.RetryError):
+        return "still failing after retries (server busy or unavailable)"
+    if isinstance(err, requests.exceptions.ConnectionError):
+        text = str(err)
+        if "Connection refused" in text:
+            return "connection refused"
+        if "Name or service not known" in text or "nodename nor servname" in text or "Failed to resolve" in text:
+            return "host name does not resolve"
+        return "connection failed"
+    return redact(type(err).__name__)
+
+
+def tls_failure_message(url: str, verify: Union[bool, str], err: BaseException) -> str:
+    """One line naming the host and the CA bundle that failed to verify it."""
+    host = urlsplit(url).netloc
+    ca = verify if isinstance(verify, str) else ("the system CA store" if verify else "no verification")
+    reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(err) else "TLS handshake failed"
+    return f"TLS: {reason} for {host} using {ca}; pass the right CA bundle with --cert (CA_CERT)"
+
+
+def log_exchange(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+    """Response hook: one DEBUG line per exchange, without headers or bodies (they may hold secrets)."""
+    if LOGGER.isEnabledFor(logging.DEBUG):
+        request = response.request
+        LOGGER.debug("%s %s -> %s (%d bytes)", request.method, redact(str(request.url)), response.status_code,
+                     len(response.content or b""))
+
+
+def get_admin_client_auth(logger: Optional[logging.Logger] = None) -> Tuple[str, str, str]:
+    """Read the admin client's credentials: env vars first, then files in ``OAUTH_CONFIG_DIR``.
+
+    Returns ``(client_id, client_secret, token_url)``; raises ``ConfigError`` when any is missing.
+    """
+    config_dir = os.environ.get("OAUTH_CONFIG_DIR", DEFAULT_OAUTH_CONFIG_DIR)
+    found = []
+    for env_name, file_name in (
+        ("OAUTH_CLIENT_ID", "client-id"),
+        ("OAUTH_CLIENT_SECRET", "client-secret"),
+        ("OAUTH_CLIENT_ENDPOINT", "endpoint"),
+    ):
+        value = os.environ.get(env_name, "")
+        path = os.path.join(config_dir, file_name)
+        if not value and os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        found.append(value)
+    client_id, client_secret, endpoint = found
+    SECRETS.add(client_secret)
+    if not all(found):
+        missing = [name for name, value in zip(("client-id", "client-secret", "endpoint"), found) if not value]
+        message = (
+            f"OAuth configuration incomplete: missing {', '.join(missing)}; set OAUTH_CLIENT_ID, "
+            f"OAUTH_CLIENT_SECRET and OAUTH_CLIENT_ENDPOINT or mount them in {config_dir}"
+        )
+        if logger is not None:
+            logger.error(message)
+        raise ConfigError(message)
+    return client_id, client_secret, endpoint
+
+
+def create_oauth_session(
+    oauth_client_id: Optional[str],
+    oauth_client_secret: Optional[str],
+    ssl_cert: Union[str, bool, None],
+    token_url: Optional[str],
+    timeout: float,
+    logger: Optional[logging.Logger] = None,
+    deadline: Optional[Deadline] = None,
+) -> ClientCredentialsSession:
+    """Create an OAuth2 client-credentials session and fetch its first token.
+
+    ``ssl_cert`` is a CA bundle path, or None/True for the system store. Fails
+    with ``ConfigError`` when a credential is missing and ``AuthError`` when the
+    token endpoint refuses them (no endless retrying).
+    """
+    missing = [
+        name
+        for name, value in (
+            ("client id", oauth_client_id),
+            ("client secret", oauth_client_secret),
+            ("token URL", token_url),
+        )
+        if not value
+    ]
+    if missing:
+        message = (
+            f"OAuth configuration incomplete: no {', '.join(missing)}; give --oauth-client-id, "
+            "--oauth-client-secret(-file) and --token-url or their env vars, or mount them in OAUTH_CONFIG_DIR"
+        )
+        if logger is not None:
+            logger.error(message)
+        raise ConfigError(message)
+    assert oauth_client_id and oauth_client_secret and token_url
+    verify: Union[bool, str] = ssl_cert if isinstance(ssl_cert, str) and ssl_cert else True
+    session = ClientCredentialsSession(
+        oauth_client_id, oauth_client_secret, token_url, verify=verify, timeout=float(timeout), deadline=deadline
+    )
+    session.fetch_new_token()
+    return session
+
+
+def prepare_caller_session(session: requests.Session, timeout: float, deadline: Optional[Deadline] = None) -> None:
+    """Give a caller's own session bounded retries (no POST) for the URLs it will be used with."""
+    if isinstance(session, ClientCredentialsSession):
+        return
+    adapter = HTTPAdapter(max_retries=build_retry())
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    if log_exchange not in session.hooks["response"]:
+        session.hooks["response"].append(log_exchange)

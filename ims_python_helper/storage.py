@@ -1,0 +1,246 @@
+"""S3 storage: the boto3 client and the object operations the workflows need (no transfers here)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from .errors import ConfigError, StorageError
+from .redact import SECRETS, redact
+
+LOGGER = logging.getLogger(__name__)
+
+#: S3 refuses a single CopyObject above this size; larger copies go part by part.
+MAX_SINGLE_COPY = 5 * 1024**3
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach the bucket. Keys are left out of ``repr``."""
+
+    endpoint: Optional[str]
+    bucket: str
+    access_key: Optional[str] = field(default=None, repr=False)
+    secret_key: Optional[str] = field(default=None, repr=False)
+    verify: Union[bool, str] = True
+    checksum_mode: str = "when_required"
+    addressing_style: str = "path"
+    timeout: float = 60.0
+    max_attempts: int = 5
+    max_pool_connections: int = 16
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HEAD of an object tells."""
+
+    key: str
+    size: int
+    etag: str
+    metadata: Dict[str, str]
+    content_type: str = ""
+
+
+def make_s3_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client with bounded retries (botocore standard mode) and the checksum mode RGW accepts."""
+    SECRETS.add(settings.secret_key)
+    SECRETS.add(settings.access_key)
+    config = Config(
+        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        connect_timeout=settings.timeout,
+        read_timeout=settings.timeout,
+        max_pool_connections=settings.max_pool_connections,
+        s3={"addressing_style": settings.addressing_style},
+        request_checksum_calculation=settings.checksum_mode,
+        response_checksum_validation=settings.checksum_mode,
+        user_agent_extra="ims-python-helper",
+    )
+    try:
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.endpoint or None,
+            aws_access_key_id=settings.access_key or None,
+            aws_secret_access_key=settings.secret_key or None,
+            verify=settings.verify,
+            config=config,
+            region_name="us-east-1",
+        )
+    except ValueError as err:
+        raise ConfigError(f"S3 endpoint {settings.endpoint!r} is not usable: {redact(str(err))}") from None
+
+
+def s3_error_code(err: BaseException) -> str:
+    """The S3 error code of a botocore ClientError ('' for other errors)."""
+    if isinstance(err, botocore.exceptions.ClientError):
+        return str(err.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def describe_s3_error(err: BaseException) -> str:
+    """A short, secret-free reason for a botocore failure."""
+    if isinstance(err, botocore.exceptions.ClientError):
+        error = err.response.get("Error", {})
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        return redact(f"{error.get('Code', 'error')} (HTTP {status}) {error.get('Message', '')}".strip())
+    if isinstance(err, botocore.exceptions.SSLError):
+        return "TLS certificate verification failed; set --s3-ssl-verify to the right CA bundle"
+    if isinstance(err, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError)):
+        return "cannot connect to the S3 endpoint"
+    if isinstance(err, (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)):
+        return "the S3 endpoint timed out"
+    if isinstance(err, botocore.exceptions.NoCredentialsError):
+        return "no S3 credentials; set S3_ACCESS_KEY and S3_SECRET_KEY"
+    return redact(f"{type(err).__name__}: {err}")
+
+
+def content_md5(data: bytes) -> str:
+    """The base64 Content-MD5 header value for ``data``."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+
+
+class S3Storage:
+    """Object operations on one bucket."""
+
+    def __init__(self, settings: S3Settings, client: Any = None) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.client = client if client is not None else make_s3_client(settings)
+
+    def __repr__(self) -> str:
+        return f"<S3Storage {self.settings.endpoint} bucket={self.bucket}>"
+
+    def check_bucket(self) -> None:
+        """Fail with a clear error when the bucket does not exist or cannot be reached."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as err:
+            code = s3_error_code(err)
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigError(
+                    f"S3 bucket {self.bucket!r} does not exist at {self.settings.endpoint}; "
+                    "create it or choose another with --s3-bucket/S3_BUCKET"
+                ) from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise ConfigError(
+                    f"S3 refused access to bucket {self.bucket!r} ({describe_s3_error(err)}); "
+                    "check S3_ACCESS_KEY and S3_SECRET_KEY"
+                ) from None
+            raise StorageError(f"cannot check S3 bucket {self.bucket!r}: {describe_s3_error(err)}") from None
+        except botocore.exceptions.BotoCoreError as err:
+            raise StorageError(
+                f"cannot reach S3 at {self.settings.endpoint}: {describe_s3_error(err)}"
+            ) from None
+
+    def head(self, key: str, bucket: Optional[str] = None) -> Optional[ObjectInfo]:
+        """HEAD an object; None when it does not exist."""
+        try:
+            answer = self.client.head_object(Bucket=bucket or self.bucket, Key=key)
+        except botocore.exceptions.ClientError as err:
+            if s3_error_code(err) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageError(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}") from None
+        except botocore.exceptions.BotoCoreError as err:
+            raise StorageError(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}") from None
+        return ObjectInfo(
+            key=key,
+            size=int(answer.get("ContentLength", 0)),
+            etag=str(answer.get("ETag", "")).strip('"'),
+            metadata={k.lower(): v for k, v in (answer.get("Metadata") or {}).items()},
+            content_type=str(answer.get("ContentType", "")),
+        )
+
+    def get_bytes(self, key: str, bucket: Optional[str] = None, limit: int = 16 * 1024 * 1024) -> Optional[bytes]:
+        """Read a small object whole; None when it does not exist."""
+        try:
+            answer = self.client.get_object(Bucket=bucket or self.bucket, Key=key)
+        except botocore.exceptions.ClientError as err:
+            if s3_error_code(err) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                return None
+            raise StorageError(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}") from None
+        except botocore.exceptions.BotoCoreError as err:
+            raise StorageError(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}") from None
+        if int(answer.get("ContentLength", 0)) > limit:
+            answer["Body"].close()
+            raise StorageError(f"s3://{bucket or self.bucket}/{key} is larger than {limit} bytes")
+        data: bytes = answer["Body"].read()
+        return data
+
+    def put_bytes(self, key: str, data: bytes, content_type: str, metadata: Dict[str, str]) -> str:
+        """Store a small object in one request, with Content-MD5 so S3 checks the bytes; returns the ETag."""
+        try:
+            answer = self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                Metadata=metadata,
+                ContentMD5=content_md5(data),
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
+            raise StorageError(f"cannot write s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
+        return str(answer.get("ETag", "")).strip('"')
+
+    def replace_metadata(self, key: str, content_type: str, metadata: Dict[str, str], size: int) -> None:
+        """Rewrite an object's metadata in place with a server-side copy (no bytes pass through the client)."""
+        source = {"Bucket": self.bucket, "Key": key}
+        extra = {"ContentType": content_type, "Metadata": metadata, "MetadataDirective": "REPLACE"}
+        try:
+            if size <= MAX_SINGLE_COPY:
+                self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=key, **extra)
+            else:
+                from boto3.s3.transfer import TransferConfig
+
+                self.client.copy(source, self.bucket, key, ExtraArgs=extra,
+                                 Config=TransferConfig(multipart_chunksize=1024**3, multipart_threshold=MAX_SINGLE_COPY))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
+            raise StorageError(f"cannot set metadata on s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
+
+    def delete(self, key: str) -> None:
+        """Delete one object (absent objects are fine)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
+            raise StorageError(f"cannot delete s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
+
+    def list_keys(self, prefix: str) -> List[str]:
+        """Keys under ``prefix``."""
+        keys: List[str] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
+            raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {describe_s3_error(err)}") from None
+        return keys
+
+    def list_multipart_uploads(self, prefix: str) -> List[Dict[str, str]]:
+        """Unfinished multipart uploads under ``prefix`` as ``{"Key", "UploadId"}``."""
+        uploads: List[Dict[str, str]] = []
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in page.get("Uploads", []))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
+            raise StorageError(f"cannot list uploads under s3://{self.bucket}/{prefix}: {describe_s3_error(err)}") from None
+        return uploads
+
+    def abort_multipart_uploads(self, prefix: str) -> List[str]:
+        """Abort every unfinished multipart upload under ``prefix``; returns the keys that had one."""
+        aborted = []
+        for upload in self.list_multipart_uploads(prefix):
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            except botocore.exceptions.ClientError as err:
+                if s3_error_code(err) != "NoSuchUpload":
+                    raise StorageError(
+                        f"cannot abort the upload of s3://{self.bucket}/{upload['Key']}: {describe_s3_error(err)}"
+                    ) from None
+            aborted.append(upload["Key"])
+        return aborted
