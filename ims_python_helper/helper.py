@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from .artifacts import ARTIFACT_KINDS, MANIFEST_KEY, MANIFEST_TYPE, RECIPE_ARTIFACT_TYPE, ArtifactKind
 from .config import ARCHES, DEFAULT_IMS_API_URL, Settings, parse_ssl_verify
@@ -34,7 +35,7 @@ from .errors import (
 from .ims import JOB_METADATA_KEY, RUN_METADATA_KEY, ImsClient, Record
 from .manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
 from .progress import Progress
-from .session import Deadline, create_oauth_session
+from .session import ClientCredentialsSession, Deadline, build_retry, create_oauth_session
 from .storage import S3Settings, S3Storage
 from .transfer import ArtifactUpload, ArtifactUploader, TransferOptions, UploadedObject
 
@@ -197,6 +198,9 @@ class ImsHelper:
         self.ims_url = (ims_url or DEFAULT_IMS_API_URL).rstrip("/")
         self.deadline = deadline or getattr(session, "deadline", None) or Deadline(None)
         self.session = session if session is not None else requests.Session()
+        if not isinstance(self.session, ClientCredentialsSession):
+            # A caller's own session gets the same bounded retries for IMS (never for POST), as before.
+            self.session.mount(self.ims_url, HTTPAdapter(max_retries=build_retry(deadline=self.deadline)))
         self.s3_bucket = s3_bucket or "boot-images"
         self.ims = ImsClient(self.ims_url, self.session, timeout=timeout, deadline=self.deadline)
         self.s3_settings = S3Settings(

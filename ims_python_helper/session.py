@@ -7,11 +7,12 @@ once with a fresh token.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import time
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -68,14 +69,37 @@ class Deadline:
 
 
 class BoundedRetry(Retry):
-    """urllib3 ``Retry`` whose Retry-After waits are capped, so a server cannot park the client."""
+    """urllib3 ``Retry`` that never waits past the run's deadline, and caps Retry-After waits."""
+
+    deadline: Optional[Deadline] = None
+
+    def new(self, **kwargs: Any) -> "BoundedRetry":
+        retry = super().new(**kwargs)
+        retry.deadline = self.deadline
+        return retry
+
+    def _left(self) -> Optional[float]:
+        return None if self.deadline is None else self.deadline.remaining()
+
+    def is_exhausted(self) -> bool:
+        left = self._left()
+        return (left is not None and left <= 0) or bool(super().is_exhausted())
+
+    def get_backoff_time(self) -> float:
+        wait = float(super().get_backoff_time())
+        left = self._left()
+        return wait if left is None else max(0.0, min(wait, left))
 
     def get_retry_after(self, response: Any) -> Optional[float]:
         value = super().get_retry_after(response)
-        return None if value is None else min(value, MAX_RETRY_AFTER)
+        if value is None:
+            return None
+        left = self._left()
+        value = min(value, MAX_RETRY_AFTER)
+        return value if left is None else max(0.0, min(value, left))
 
 
-def build_retry(total: int = 5, allow_post: bool = False) -> Retry:
+def build_retry(total: int = 5, allow_post: bool = False, deadline: Optional[Deadline] = None) -> Retry:
     """Retries with exponential backoff and jitter for connection errors and 502/503/504 only.
 
     POST is excluded unless ``allow_post``: a blind repeat of a create could make a
@@ -84,7 +108,7 @@ def build_retry(total: int = 5, allow_post: bool = False) -> Retry:
     methods = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"}
     if allow_post:
         methods.add("POST")
-    return BoundedRetry(
+    retry = BoundedRetry(
         total=total,
         connect=total,
         read=total,
@@ -98,6 +122,8 @@ def build_retry(total: int = 5, allow_post: bool = False) -> Retry:
         respect_retry_after_header=True,
         raise_on_status=False,
     )
+    retry.deadline = deadline
+    return retry
 
 
 def _is_loopback(url: str) -> bool:
@@ -118,6 +144,23 @@ def check_transport(url: str, what: str) -> None:
     if scheme == "http":
         raise ConfigError(f"{what} {url} uses plain http; credentials are only sent over https (or to loopback)")
     raise ConfigError(f"{what} {url!r} is not an http(s) URL; give a full URL such as https://host/path")
+
+
+@contextlib.contextmanager
+def _loopback_http_allowed(url: str) -> Iterator[None]:
+    """Let oauthlib fetch a token over plain http from this machine only (the local stack)."""
+    if urlsplit(url).scheme != "http" or not _is_loopback(url):
+        yield
+        return
+    previous = os.environ.get("OAUTHLIB_INSECURE_TRANSPORT")
+    os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("OAUTHLIB_INSECURE_TRANSPORT", None)
+        else:
+            os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = previous
 
 
 class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
@@ -147,10 +190,10 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         self.request_timeout = timeout
         self.deadline = deadline or Deadline(None)
         self.grants = 0
-        self.mount("https://", HTTPAdapter(max_retries=build_retry(retries)))
-        self.mount("http://", HTTPAdapter(max_retries=build_retry(retries)))
+        self.mount("https://", HTTPAdapter(max_retries=build_retry(retries, deadline=self.deadline)))
+        self.mount("http://", HTTPAdapter(max_retries=build_retry(retries, deadline=self.deadline)))
         # The token grant is safe to repeat, so its endpoint may retry POST too.
-        self.mount(token_url, HTTPAdapter(max_retries=build_retry(retries, allow_post=True)))
+        self.mount(token_url, HTTPAdapter(max_retries=build_retry(retries, allow_post=True, deadline=self.deadline)))
         self.hooks["response"].append(log_exchange)
 
     def __repr__(self) -> str:
@@ -160,14 +203,15 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         """Fetch a new access token; fail fast with ``AuthError`` on refusal or when unreachable."""
         self.deadline.check("fetching an OAuth token")
         try:
-            token = self.fetch_token(
-                token_url=self.token_url,
-                client_id=self.client_id,
-                client_secret=self._client_secret,
-                include_client_id=True,
-                verify=self.verify,
-                timeout=self.deadline.cap(self.request_timeout),
-            )
+            with _loopback_http_allowed(self.token_url):
+                token = self.fetch_token(
+                    token_url=self.token_url,
+                    client_id=self.client_id,
+                    client_secret=self._client_secret,
+                    include_client_id=True,
+                    verify=self.verify,
+                    timeout=self.deadline.cap(self.request_timeout),
+                )
         except OAuth2Error as err:
             hint = "check the client id and secret" if err.error in ("invalid_client", "unauthorized_client") else ""
             raise AuthError(
@@ -188,6 +232,13 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
             return False
         expires_at = self.token.get("expires_at")
         return expires_at is None or float(expires_at) - TOKEN_EXPIRY_MARGIN > time.time()
+
+    def _sign(self, method: str, url: str, data: Any, headers: Any) -> Tuple[str, Any, Any]:
+        with _loopback_http_allowed(url):
+            signed: Tuple[str, Any, Any] = self._client.add_token(
+                url, http_method=method, body=data, headers=dict(headers or {})
+            )
+        return signed
 
     def request(  # type: ignore[override]
         self,
@@ -210,14 +261,10 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
             if attempt == 2 or not self._token_is_fresh():
                 self.fetch_new_token()
             try:
-                signed_url, signed_headers, signed_data = self._client.add_token(
-                    url, http_method=method, body=data, headers=dict(headers or {})
-                )
+                signed_url, signed_headers, signed_data = self._sign(method, url, data, headers)
             except TokenExpiredError:
                 self.fetch_new_token()
-                signed_url, signed_headers, signed_data = self._client.add_token(
-                    url, http_method=method, body=data, headers=dict(headers or {})
-                )
+                signed_url, signed_headers, signed_data = self._sign(method, url, data, headers)
             response = requests.Session.request(
                 self, method, signed_url, data=signed_data, headers=signed_headers, files=files, **kwargs
             )
@@ -333,14 +380,3 @@ def create_oauth_session(
     )
     session.fetch_new_token()
     return session
-
-
-def prepare_caller_session(session: requests.Session, timeout: float, deadline: Optional[Deadline] = None) -> None:
-    """Give a caller's own session bounded retries (no POST) for the URLs it will be used with."""
-    if isinstance(session, ClientCredentialsSession):
-        return
-    adapter = HTTPAdapter(max_retries=build_retry())
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    if log_exchange not in session.hooks["response"]:
-        session.hooks["response"].append(log_exchange)

@@ -1,0 +1,241 @@
+"""The ``local`` CLI command: ``local up`` runs the stack, ``local demo`` publishes a sample image into it.
+
+Importing this module is cheap: the stack (boto3, oauthlib, ...) is imported
+only when one of the commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+if TYPE_CHECKING:
+    from ims_python_helper.local.stack import LocalStack
+
+#: Sizes of the random sample artifacts ``local demo`` publishes.
+DEMO_ROOTFS_BYTES = 8 * 1024 * 1024
+DEMO_KERNEL_BYTES = 2 * 1024 * 1024
+DEMO_INITRD_BYTES = 4 * 1024 * 1024
+DEMO_IMAGE_NAME = "local-demo-image"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``local`` command (with ``up`` and ``demo``) to the CLI's sub-parsers."""
+    local = subparsers.add_parser(
+        "local",
+        help="run a local IMS, token endpoint and S3 server for testing",
+        description="Run a local IMS, OAuth2 token endpoint and S3 server on 127.0.0.1.",
+    )
+    commands = local.add_subparsers(dest="local_command", metavar="{up,demo}")
+    commands.required = True
+
+    up = commands.add_parser(
+        "up",
+        help="start the stack, print its settings as shell exports, run until interrupted",
+        description="Start the stack and print 'export NAME=value' lines, then 'ready'. Runs until SIGINT or SIGTERM.",
+    )
+    _add_stack_options(up)
+    up.set_defaults(func=run_up)
+
+    demo = commands.add_parser(
+        "demo",
+        help="start a throw-away stack and publish a sample image into it with the client",
+        description="Start a stack, publish a generated sample image with 'image upload_artifacts', "
+        "read the image record back, and stop.",
+    )
+    _add_stack_options(demo)
+    demo.set_defaults(func=run_demo)
+
+
+def _add_stack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep records, logs and credentials here (default: a temporary directory removed on exit)",
+    )
+    parser.add_argument(
+        "--s3",
+        choices=("moto", "ceph", "auto"),
+        default="auto",
+        help="S3 engine: moto, Ceph RGW, or auto (Ceph when installed, else moto; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="lifetime of issued access tokens (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--memstore-mb",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="Ceph only: RAM for object data, in MiB (default: Ceph's own)",
+    )
+
+
+def _make_stack(args: argparse.Namespace) -> LocalStack:
+    from ims_python_helper.local.stack import LocalStack
+
+    memstore_bytes = args.memstore_mb * 1024 * 1024 if args.memstore_mb else None
+    return LocalStack(
+        data_dir=args.data_dir, s3=args.s3, token_lifetime=args.token_lifetime, memstore_bytes=memstore_bytes
+    )
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Start the stack, print its env as shell exports and ``ready``, and run until SIGINT/SIGTERM."""
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: Optional[FrameType]) -> None:
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack = _make_stack(args)
+        try:
+            stack.start()
+        except Exception as error:
+            print(f"local up: cannot start the stack: {error}", file=sys.stderr)
+            return 1
+        try:
+            for name, value in stack.env().items():
+                print(f"export {name}={shlex.quote(value)}")
+            print("ready", flush=True)
+            # wait() with a timeout so the signal handler gets to run promptly on every Python.
+            while not stop_requested.wait(0.5):
+                pass
+        finally:
+            stack.stop()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Publish a generated image into a throw-away stack with the real client CLI; return its exit status."""
+    import requests
+
+    stack = _make_stack(args)
+    try:
+        stack.start()
+    except Exception as error:
+        print(f"local demo: cannot start the stack: {error}", file=sys.stderr)
+        return 1
+    work_dir = Path(tempfile.mkdtemp(prefix="ims-local-demo-"))
+    try:
+        artifacts = _make_sample_artifacts(work_dir)
+        env = dict(os.environ)
+        env.update(stack.env())
+        command = [
+            sys.executable,
+            "-m",
+            "ims_python_helper",
+            "image",
+            "upload_artifacts",
+            DEMO_IMAGE_NAME,
+            stack.job_id,
+            "-r",
+            str(artifacts["rootfs"]),
+            "-k",
+            str(artifacts["kernel"]),
+            "-i",
+            str(artifacts["initrd"]),
+        ]
+        completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
+        sys.stdout.write(completed.stdout)
+        sys.stdout.flush()
+        image_id = _image_id_from_result(completed.stdout)
+        if image_id is None:
+            print(f"local demo: the client exited with status {completed.returncode}", file=sys.stderr)
+            return completed.returncode or 1
+        token = _fetch_token(requests, stack.env())
+        response = requests.get(
+            f"{stack.env()['IMS_URL']}/images/{image_id}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        link = response.json().get("link") if response.status_code == 200 else None
+        if link:
+            print(f"local demo: IMS image {image_id} is linked to {link.get('path')}", file=sys.stderr)
+        else:
+            print(f"local demo: IMS image {image_id} has no link (HTTP {response.status_code})", file=sys.stderr)
+        return completed.returncode
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        stack.stop()
+
+
+def _make_sample_artifacts(work_dir: Path) -> Dict[str, Path]:
+    """A rootfs (a real squashfs when ``mksquashfs`` exists), kernel and initrd of random bytes."""
+    rootfs = work_dir / "rootfs.squashfs"
+    if not _make_squashfs(work_dir, rootfs):
+        _write_random(rootfs, DEMO_ROOTFS_BYTES)
+    kernel, initrd = work_dir / "vmlinuz", work_dir / "initrd"
+    _write_random(kernel, DEMO_KERNEL_BYTES)
+    _write_random(initrd, DEMO_INITRD_BYTES)
+    return {"rootfs": rootfs, "kernel": kernel, "initrd": initrd}
+
+
+def _make_squashfs(work_dir: Path, target: Path) -> bool:
+    mksquashfs = shutil.which("mksquashfs")
+    if mksquashfs is None:
+        return False
+    tree = work_dir / "rootfs-tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "os-release").write_text('NAME="ims-python-helper local demo"\n', encoding="utf-8")
+    # Random data so the image is not trivially small after compression.
+    _write_random(tree / "payload.bin", DEMO_ROOTFS_BYTES)
+    result = subprocess.run(
+        [mksquashfs, str(tree), str(target), "-noappend", "-no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    shutil.rmtree(tree, ignore_errors=True)
+    return result.returncode == 0 and target.exists()
+
+
+def _write_random(path: Path, size: int) -> None:
+    chunk = 1024 * 1024
+    with open(path, "wb") as handle:
+        for offset in range(0, size, chunk):
+            handle.write(os.urandom(min(chunk, size - offset)))
+
+
+def _image_id_from_result(stdout: str) -> Optional[str]:
+    try:
+        result = json.loads(stdout)
+    except ValueError:
+        return None
+    record = result.get("ims_image_record") if isinstance(result, dict) else None
+    image_id = record.get("id") if isinstance(record, dict) else None
+    return image_id if isinstance(image_id, str) else None
+
+
+def _fetch_token(requests: Any, env: Dict[str, str]) -> str:
+    # The real client-credentials exchange, as any IMS client would do it.
+    response = requests.post(
+        env["OAUTH_CLIENT_ENDPOINT"],
+        data={"grant_type": "client_credentials"},
+        auth=(env["OAUTH_CLIENT_ID"], env["OAUTH_CLIENT_SECRET"]),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+__all__: List[str] = ["register", "run_up", "run_demo"]
