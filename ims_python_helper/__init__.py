@@ -1,26 +1,26 @@
 """ims_python_helper: publish boot images and recipes into the Cray Image Management Service (IMS).
 
-    from ims_python_helper import ImsHelper
-    from ims_python_helper.session import create_oauth_session, get_admin_client_auth
+from ims_python_helper import ImsHelper
+from ims_python_helper.session import create_oauth_session, get_admin_client_auth
 
-    client_id, secret, token_url = get_admin_client_auth()
-    session = create_oauth_session(client_id, secret, "/etc/cray/ca/certificate_authority.crt", token_url, 60)
-    helper = ImsHelper(ims_url=..., session=session, s3_endpoint=..., s3_access_key=..., s3_secret_key=...,
-                       s3_ssl_verify="true", s3_bucket="boot-images")
-    result = helper.image_upload_artifacts("my-image", job_id, rootfs=["rootfs.sqsh"], kernel=["vmlinuz"])
+client_id, secret, token_url = get_admin_client_auth()
+session = create_oauth_session(client_id, secret, "/etc/cray/ca/certificate_authority.crt", token_url, 60)
+helper = ImsHelper(ims_url=..., session=session, s3_endpoint=..., s3_access_key=..., s3_secret_key=...,
+                   s3_ssl_verify="true", s3_bucket="boot-images")
+result = helper.image_upload_artifacts("my-image", job_id, rootfs=["rootfs.sqsh"], kernel=["vmlinuz"])
 """
 
 __version__ = "1.0.0"
 
-from .artifacts import (  # noqa: E402
+from .artifacts import (
     BOOT_PARAMS_ARTIFACT_TYPE,
     DEBUG_KERNEL_ARTIFACT_TYPE,
     INITRD_ARTIFACT_TYPE,
     KERNEL_ARTIFACT_TYPE,
     SQUASHFS_ARTIFACT_TYPE,
 )
-from .config import DEFAULT_IMS_API_URL  # noqa: E402
-from .errors import (  # noqa: E402
+from .config import DEFAULT_IMS_API_URL
+from .errors import (
     AuthError,
     CleanupError,
     ConfigError,
@@ -31,7 +31,7 @@ from .errors import (  # noqa: E402
     StorageError,
     TransportError,
 )
-from .helper import ImsHelper  # noqa: E402
+from .helper import ImsHelper
 
 __all__ = [
     "__version__",

@@ -11,7 +11,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
 from . import __version__
 from .artifacts import ARTIFACT_KINDS
@@ -48,8 +48,13 @@ class ArgumentParser(argparse.ArgumentParser):
 class StoreOnce(argparse.Action):
     """Store a value, refusing a second occurrence of the same option (earlier clients silently kept one)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: Optional[str] = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: Optional[str] = None,
+    ) -> None:
         if getattr(namespace, self.dest, None) is not None:
             raise UsageError(f"{option_string} was given more than once; give it once")
         setattr(namespace, self.dest, values)
@@ -62,8 +67,13 @@ class SwitchOnce(argparse.Action):
         kwargs.setdefault("nargs", 0)
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: Optional[str] = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: Optional[str] = None,
+    ) -> None:
         if getattr(namespace, self.dest, None) is not None:
             raise UsageError(f"{option_string} was given more than once; give it once")
         setattr(namespace, self.dest, True)
@@ -83,9 +93,14 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     for option in OPTIONS:
         _add_option(group, option)
         if option.file_flag:
-            group.add_argument(option.file_flag, dest=option.file_flag.lstrip("-").replace("-", "_"),
-                               action=StoreOnce, default=argparse.SUPPRESS, metavar="PATH",
-                               help=f"read {option.flags[-1].lstrip('-').replace('-', ' ')} from this file")
+            group.add_argument(
+                option.file_flag,
+                dest=option.file_flag.lstrip("-").replace("-", "_"),
+                action=StoreOnce,
+                default=argparse.SUPPRESS,
+                metavar="PATH",
+                help=f"read {option.flags[-1].lstrip('-').replace('-', ' ')} from this file",
+            )
 
 
 def _add_option(group: Any, option: Option) -> None:
@@ -94,18 +109,27 @@ def _add_option(group: Any, option: Option) -> None:
     if option.is_switch:
         group.add_argument(*option.flags, dest=option.dest, action=SwitchOnce, default=argparse.SUPPRESS, help=text)
     else:
-        group.add_argument(*option.flags, dest=option.dest, action=StoreOnce, default=argparse.SUPPRESS,
-                           metavar=option.metavar or ("{" + ",".join(option.choices) + "}" if option.choices else "VALUE"), help=text)
+        group.add_argument(
+            *option.flags,
+            dest=option.dest,
+            action=StoreOnce,
+            default=argparse.SUPPRESS,
+            metavar=option.metavar or ("{" + ",".join(option.choices) + "}" if option.choices else "VALUE"),
+            help=text,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
-    parser = ArgumentParser(prog=PROG, description="Publish boot images and recipes into the Cray Image "
-                            "Management Service (IMS) and its S3 store.")
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Publish boot images and recipes into the Cray Image Management Service (IMS) and its S3 store.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_global_options(parser)
-    resources = parser.add_subparsers(title="commands", dest="resource", metavar="{image,recipe,local}",
-                                      parser_class=ArgumentParser)
+    resources = parser.add_subparsers(
+        title="commands", dest="resource", metavar="{image,recipe,local}", parser_class=ArgumentParser
+    )
     resources.required = True
 
     image = resources.add_parser("image", help="publish images and update jobs")
@@ -113,28 +137,41 @@ def build_parser() -> argparse.ArgumentParser:
     image_commands.required = True
 
     upload = image_commands.add_parser(
-        "upload_artifacts", help="upload artifacts, write the manifest and link a new image record",
+        "upload_artifacts",
+        help="upload artifacts, write the manifest and link a new image record",
         description="Upload the artifacts of one image to S3, write its manifest, link the IMS image "
-                    "record to it, and (with a job id) set the job's resultant_image_id.")
+        "record to it, and (with a job id) set the job's resultant_image_id.",
+    )
     upload.add_argument("image_name", help="name of the image record")
-    upload.add_argument("ims_job_id", nargs="?", type=uuid_argument, default=None,
-                        help="IMS job to update (default: IMS_JOB_ID)")
+    upload.add_argument(
+        "ims_job_id", nargs="?", type=uuid_argument, default=None, help="IMS job to update (default: IMS_JOB_ID)"
+    )
     for kind in ARTIFACT_KINDS:
-        upload.add_argument(*kind.flags, dest=kind.name, action="append", metavar="FILE",
-                            help=f"{kind.help} file, stored as IMAGE_ID/{kind.key}")
-    upload.add_argument("--arch", action=StoreOnce, choices=ARCHES, default=None,
-                        help="architecture of the image (IMS default: x86_64)")
-    upload.add_argument("--skip-existing", action=SwitchOnce, default=None,
-                        help="return an image of this name that already holds these files instead of uploading")
-    upload.add_argument("--set-job-error", action=SwitchOnce, default=None,
-                        help="when the publish fails, set the job's status to error")
+        upload.add_argument(
+            *kind.flags,
+            dest=kind.name,
+            action="append",
+            metavar="FILE",
+            help=f"{kind.help} file, stored as IMAGE_ID/{kind.key}",
+        )
+    upload.add_argument(
+        "--arch", action=StoreOnce, choices=ARCHES, default=None, help="architecture of the image (IMS default: x86_64)"
+    )
+    upload.add_argument(
+        "--skip-existing",
+        action=SwitchOnce,
+        default=None,
+        help="return an image of this name that already holds these files instead of uploading",
+    )
+    upload.add_argument(
+        "--set-job-error", action=SwitchOnce, default=None, help="when the publish fails, set the job's status to error"
+    )
     _add_global_options(upload)
     upload.set_defaults(handler=run_upload_artifacts)
 
     status = image_commands.add_parser("set_job_status", help="set an IMS job's status")
     status.add_argument("ims_job_id", type=uuid_argument, help="IMS job id")
-    status.add_argument("job_status", choices=JOB_STATUSES, metavar="STATUS",
-                        help=f"one of {', '.join(JOB_STATUSES)}")
+    status.add_argument("job_status", choices=JOB_STATUSES, metavar="STATUS", help=f"one of {', '.join(JOB_STATUSES)}")
     _add_global_options(status)
     status.set_defaults(handler=run_set_job_status)
 
@@ -142,14 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_commands = recipe.add_subparsers(title="recipe commands", dest="command", parser_class=ArgumentParser)
     recipe_commands.required = True
     recipe_upload = recipe_commands.add_parser(
-        "upload", help="load a recipe tarball (idempotent)",
+        "upload",
+        help="load a recipe tarball (idempotent)",
         description="Create (or reuse) an IMS recipe record and store the gzipped tarball at "
-                    "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).")
+        "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).",
+    )
     recipe_upload.add_argument("recipe_name", help="name of the recipe record")
     recipe_upload.add_argument("recipe_file", help="gzipped tar archive (.tar.gz)")
     recipe_upload.add_argument("--distro", required=True, choices=RECIPE_DISTROS, action=StoreOnce, default=None)
-    recipe_upload.add_argument("--template-dictionary", action="append", default=None, metavar="KEY=VALUE",
-                               help="a template value; repeat for several")
+    recipe_upload.add_argument(
+        "--template-dictionary",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="a template value; repeat for several",
+    )
     recipe_upload.add_argument("--arch", action=StoreOnce, choices=ARCHES, default=None)
     recipe_upload.add_argument("--require-dkms", action=SwitchOnce, default=None)
     _add_global_options(recipe_upload)
@@ -229,8 +273,14 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
         templates[key] = value
     explicit_bucket = getattr(args, "s3_bucket", None) or env.environ.get("S3_BUCKET")
     helper = _helper(settings, env, bucket=None if explicit_bucket else "ims")
-    record = helper.recipe_upload(args.recipe_name, args.recipe_file, args.distro, templates or None,
-                                  arch=args.arch, require_dkms=args.require_dkms)
+    record = helper.recipe_upload(
+        args.recipe_name,
+        args.recipe_file,
+        args.distro,
+        templates or None,
+        arch=args.arch,
+        require_dkms=args.require_dkms,
+    )
     return {"result": "success", "ims_recipe_record": record}
 
 
@@ -267,7 +317,7 @@ class _SignalGuard:
         self.previous: Dict[int, Any] = {}
         self.fired = False
 
-    def __enter__(self) -> "_SignalGuard":
+    def __enter__(self) -> _SignalGuard:
         if hasattr(signal, "SIGTERM"):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 try:
@@ -308,8 +358,11 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
         settings = resolve_settings(raw, env.environ)
         handler = _configure_logging(settings.log_level, env.stderr)
         for flag in settings.secrets_on_argv:
-            LOGGER.warning("%s was given on the command line, where other users of this machine can read it; "
-                           "use its file or environment variable instead", flag)
+            LOGGER.warning(
+                "%s was given on the command line, where other users of this machine can read it; "
+                "use its file or environment variable instead",
+                flag,
+            )
         with _SignalGuard():
             result = args.handler(args, settings, env)
         _print_json(result, env.stdout)

@@ -159,7 +159,7 @@ def _header_value(text: str) -> str:
 
 def run_key_for(job_id: str, image_name: str) -> str:
     """A stable key for 'this job publishing this image', recorded on the image record."""
-    return hashlib.sha256(f"{job_id}\n{image_name}".encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(f"{job_id}\n{image_name}".encode()).hexdigest()[:32]
 
 
 # -- the helper -------------------------------------------------------------------
@@ -224,8 +224,9 @@ class ImsHelper:
         return f"<ImsHelper ims_url={self.ims_url!r} s3={self.s3_settings.endpoint!r} bucket={self.s3_bucket!r}>"
 
     @classmethod
-    def from_settings(cls, settings: Settings, progress: Optional[Progress] = None,
-                      bucket: Optional[str] = None) -> "ImsHelper":
+    def from_settings(
+        cls, settings: Settings, progress: Optional[Progress] = None, bucket: Optional[str] = None
+    ) -> ImsHelper:
         """Build a helper from resolved settings: fetch the OAuth token and prepare S3."""
         deadline = Deadline(settings.deadline)
         session = create_oauth_session(
@@ -329,14 +330,21 @@ class ImsHelper:
         if manifest is None:
             return False
         artifacts = resolve_artifacts(
-            {"rootfs": rootfs_path, "kernel": kernel_path, "initrd": initrd_path, "debug": debug_kernel,
-             "boot_parameters": boot_params}
+            {
+                "rootfs": rootfs_path,
+                "kernel": kernel_path,
+                "initrd": initrd_path,
+                "debug": debug_kernel,
+                "boot_parameters": boot_params,
+            }
         )
         return self._manifest_matches(manifest, artifacts)
 
     # -- image records ------------------------------------------------------------
 
-    def get_empty_image_record_for_name(self, image_name: str, skip_existing: bool, arch: Optional[str] = None) -> Record:
+    def get_empty_image_record_for_name(
+        self, image_name: str, skip_existing: bool, arch: Optional[str] = None
+    ) -> Record:
         """An image record without artifacts for ``image_name``.
 
         With ``skip_existing``: raise ``ImsImagesExistWithName`` when images of that
@@ -495,8 +503,9 @@ class ImsHelper:
             raise
 
     def _entry(self, stored: UploadedObject) -> ManifestEntry:
-        return ManifestEntry(ArtifactLink.s3(self.s3_bucket, stored.upload.key, stored.etag),
-                             stored.upload.content_type, stored.md5)
+        return ManifestEntry(
+            ArtifactLink.s3(self.s3_bucket, stored.upload.key, stored.etag), stored.upload.content_type, stored.md5
+        )
 
     def _store_manifest(self, key: str, manifest: Manifest) -> ManifestEntry:
         data = manifest.to_json()
@@ -662,4 +671,3 @@ def check_gzipped_tar(path: str) -> None:
             archive.next()
     except (tarfile.TarError, OSError, EOFError) as err:
         raise InputError(f"recipe {path!r} is not a readable gzipped tar archive ({type(err).__name__})") from None
-

@@ -56,8 +56,9 @@ class ImsClient:
         except requests.exceptions.SSLError as err:
             raise TransportError(tls_failure_message(url, getattr(self.session, "verify", True), err)) from None
         except requests.exceptions.RequestException as err:
-            raise TransportError(f"cannot reach IMS at {self.base_url} ({method} {path}): "
-                                 f"{describe_request_error(err)}") from None
+            raise TransportError(
+                f"cannot reach IMS at {self.base_url} ({method} {path}): {describe_request_error(err)}"
+            ) from None
         if response.status_code >= 400:
             raise ImsApiError(method, path, response.status_code, problem_detail(response))
         if response.status_code == 204 or expect is type(None):
@@ -217,4 +218,3 @@ def excerpt(content: bytes, limit: int = 120) -> str:
 def is_ims_error(err: BaseException, *statuses: int) -> bool:
     """True when ``err`` is an IMS answer with one of ``statuses``."""
     return isinstance(err, ImsApiError) and err.status in statuses
-

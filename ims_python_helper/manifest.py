@@ -27,7 +27,7 @@ class ArtifactLink:
     type: str = "s3"
 
     @classmethod
-    def s3(cls, bucket: str, key: str, etag: str) -> "ArtifactLink":
+    def s3(cls, bucket: str, key: str, etag: str) -> ArtifactLink:
         """The link for ``key`` in ``bucket``; ETag quotes are stripped."""
         return cls(path=f"s3://{bucket}/{key}", etag=etag.strip('"'))
 
@@ -59,7 +59,7 @@ class ManifestEntry:
         return {"link": self.link.to_dict(), "type": self.type, "md5": self.md5}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ManifestEntry":
+    def from_dict(cls, data: Any) -> ManifestEntry:
         """Read one entry; raise ``ManifestError`` when it lacks a link path or type."""
         if not isinstance(data, dict):
             raise ManifestError(f"manifest artifact entry is a {type(data).__name__}, expected an object")
@@ -99,7 +99,7 @@ class Manifest:
         return next((a for a in self.artifacts if a.type == SQUASHFS_ARTIFACT_TYPE), None)
 
     @classmethod
-    def parse(cls, data: bytes) -> "Manifest":
+    def parse(cls, data: bytes) -> Manifest:
         """Read a manifest; raise ``ManifestError`` for anything but a well-formed version 1.0 manifest."""
         try:
             document = json.loads(data.decode("utf-8"))

@@ -80,8 +80,14 @@ class LogProgress(Progress):
 
     def _report(self, name: str, done: int, now: float) -> None:
         total = self.counts.totals.get(name, 0) or 1
-        self.logger.info("%s: %d of %d bytes (%.0f%%), %.1f MB/s", name, done, total, 100.0 * done / total,
-                         _rate(done, now - self._begun.get(name, now)))
+        self.logger.info(
+            "%s: %d of %d bytes (%.0f%%), %.1f MB/s",
+            name,
+            done,
+            total,
+            100.0 * done / total,
+            _rate(done, now - self._begun.get(name, now)),
+        )
 
     def finish(self, name: str) -> None:
         total = self.counts.totals.get(name, 0)
@@ -115,12 +121,20 @@ class BarProgress(LogProgress):
         super().start(name, total)
         with self._lock:
             if self._total_bar is None:
-                self._total_bar = self._tqdm(total=0, unit="B", unit_scale=True, desc="total", file=self._stream,
-                                             position=0, leave=True)
+                self._total_bar = self._tqdm(
+                    total=0, unit="B", unit_scale=True, desc="total", file=self._stream, position=0, leave=True
+                )
             self._total_bar.total += total
             self._total_bar.refresh()
-            self._bars[name] = self._tqdm(total=total, unit="B", unit_scale=True, desc=name, file=self._stream,
-                                          position=len(self._bars) + 1, leave=True)
+            self._bars[name] = self._tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=name,
+                file=self._stream,
+                position=len(self._bars) + 1,
+                leave=True,
+            )
 
     def advance(self, name: str, amount: int) -> None:
         self.counts.advance(name, amount)
@@ -157,5 +171,7 @@ def make_progress(mode: str, stream: TextIO) -> Progress:
                 return BarProgress(stream)
             except ImportError:
                 if mode == "bar":
-                    LOGGER.warning("progress bars need tqdm (pip install 'ims-python-helper[progress]'); using log lines")
+                    LOGGER.warning(
+                        "progress bars need tqdm (pip install 'ims-python-helper[progress]'); using log lines"
+                    )
     return LogProgress()

@@ -16,11 +16,18 @@ from typing import List, Optional
 MASK = "<hidden>"
 
 _PATTERNS = [
-    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer|basic|aws4-hmac-sha256)?\s*[^'\"\s,}]+[^'\"\n]*"),
-     r"\1" + MASK),
+    (
+        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer|basic|aws4-hmac-sha256)?\s*[^'\"\s,}]+[^'\"\n]*"),
+        r"\1" + MASK,
+    ),
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + MASK),
-    (re.compile(r"(?i)([\"']?(?:access_token|refresh_token|id_token|client_secret|secret_key|"
-                r"aws_secret_access_key|password)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"), r"\1" + MASK),
+    (
+        re.compile(
+            r"(?i)([\"']?(?:access_token|refresh_token|id_token|client_secret|secret_key|"
+            r"aws_secret_access_key|password)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
+        ),
+        r"\1" + MASK,
+    ),
     (re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"), r"\1" + MASK),
     (re.compile(r"(?i)(Signature=)[0-9a-f]{16,}"), r"\1" + MASK),
 ]

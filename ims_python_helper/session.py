@@ -73,7 +73,7 @@ class BoundedRetry(Retry):
 
     deadline: Optional[Deadline] = None
 
-    def new(self, **kwargs: Any) -> "BoundedRetry":
+    def new(self, **kwargs: Any) -> BoundedRetry:
         retry = super().new(**kwargs)
         retry.deadline = self.deadline
         return retry
@@ -220,9 +220,13 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         except requests.exceptions.SSLError as err:
             raise TransportError(tls_failure_message(self.token_url, self.verify, err)) from None
         except requests.exceptions.RequestException as err:
-            raise TransportError(f"cannot reach the token endpoint {self.token_url}: {describe_request_error(err)}") from None
+            raise TransportError(
+                f"cannot reach the token endpoint {self.token_url}: {describe_request_error(err)}"
+            ) from None
         except ValueError as err:
-            raise AuthError(f"token endpoint {self.token_url} answered with something that is not a token: {err}") from None
+            raise AuthError(
+                f"token endpoint {self.token_url} answered with something that is not a token: {err}"
+            ) from None
         SECRETS.add(token.get("access_token"))
         self.grants += 1
         LOGGER.debug("obtained an access token from %s (expires in %s s)", self.token_url, token.get("expires_in"))
@@ -305,8 +309,13 @@ def log_exchange(response: requests.Response, *_args: Any, **_kwargs: Any) -> No
     """Response hook: one DEBUG line per exchange, without headers or bodies (they may hold secrets)."""
     if LOGGER.isEnabledFor(logging.DEBUG):
         request = response.request
-        LOGGER.debug("%s %s -> %s (%d bytes)", request.method, redact(str(request.url)), response.status_code,
-                     len(response.content or b""))
+        LOGGER.debug(
+            "%s %s -> %s (%d bytes)",
+            request.method,
+            redact(str(request.url)),
+            response.status_code,
+            len(response.content or b""),
+        )
 
 
 def get_admin_client_auth(logger: Optional[logging.Logger] = None) -> Tuple[str, str, str]:

@@ -134,9 +134,7 @@ class S3Storage:
                 ) from None
             raise StorageError(f"cannot check S3 bucket {self.bucket!r}: {describe_s3_error(err)}") from None
         except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(
-                f"cannot reach S3 at {self.settings.endpoint}: {describe_s3_error(err)}"
-            ) from None
+            raise StorageError(f"cannot reach S3 at {self.settings.endpoint}: {describe_s3_error(err)}") from None
 
     def head(self, key: str, bucket: Optional[str] = None) -> Optional[ObjectInfo]:
         """HEAD an object; None when it does not exist."""
@@ -197,8 +195,13 @@ class S3Storage:
             else:
                 from boto3.s3.transfer import TransferConfig
 
-                self.client.copy(source, self.bucket, key, ExtraArgs=extra,
-                                 Config=TransferConfig(multipart_chunksize=1024**3, multipart_threshold=MAX_SINGLE_COPY))
+                self.client.copy(
+                    source,
+                    self.bucket,
+                    key,
+                    ExtraArgs=extra,
+                    Config=TransferConfig(multipart_chunksize=1024**3, multipart_threshold=MAX_SINGLE_COPY),
+                )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
             raise StorageError(f"cannot set metadata on s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
 
@@ -228,7 +231,9 @@ class S3Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in page.get("Uploads", []))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise StorageError(f"cannot list uploads under s3://{self.bucket}/{prefix}: {describe_s3_error(err)}") from None
+            raise StorageError(
+                f"cannot list uploads under s3://{self.bucket}/{prefix}: {describe_s3_error(err)}"
+            ) from None
         return uploads
 
     def abort_multipart_uploads(self, prefix: str) -> List[str]:

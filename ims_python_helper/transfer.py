@@ -160,8 +160,9 @@ class ArtifactUploader:
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
             if pending:
-                raise DeadlineExceeded(f"the run's deadline of {self.deadline.seconds:g} s passed while uploading; "
-                                       "raise --deadline")
+                raise DeadlineExceeded(
+                    f"the run's deadline of {self.deadline.seconds:g} s passed while uploading; raise --deadline"
+                )
             results = [f.result() for f in futures]
             succeeded = True
             return results
@@ -235,8 +236,9 @@ class ArtifactUploader:
                 raise StorageError(f"upload of {upload.path} was cancelled") from None
             raise StorageError(f"upload of {upload.path} failed: {type(err).__name__}: {err}") from None
         self._check_running(upload)
-        self.storage.replace_metadata(upload.key, upload.content_type, self._final_metadata(upload, reader),
-                                      upload.size)
+        self.storage.replace_metadata(
+            upload.key, upload.content_type, self._final_metadata(upload, reader), upload.size
+        )
 
     def _check_running(self, upload: ArtifactUpload) -> None:
         if self._cancelled.is_set():

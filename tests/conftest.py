@@ -46,8 +46,10 @@ def s3_engines() -> List[Any]:
             pytest.param(
                 "ceph",
                 id="ceph",
-                marks=pytest.mark.skipif(not _ceph_available(), reason="Ceph RGW not installed (apt-get install "
-                                         "ceph-mon ceph-osd radosgw ceph-common)"),
+                marks=pytest.mark.skipif(
+                    not _ceph_available(),
+                    reason="Ceph RGW not installed (apt-get install ceph-mon ceph-osd radosgw ceph-common)",
+                ),
             )
         )
     return params
@@ -120,8 +122,14 @@ def run_cli_process(stack_env: Dict[str, str]) -> CliRunner:
                 environ.pop(key, None)
             else:
                 environ[key] = value
-        done = subprocess.run([sys.executable, "-m", "ims_python_helper", *argv], env=environ, cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-m", "ims_python_helper", *argv],
+            env=environ,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run
@@ -137,8 +145,11 @@ def s3(stack: LocalStack) -> Any:
         aws_access_key_id=stack.s3.access_key,
         aws_secret_access_key=stack.s3.secret_key,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                      response_checksum_validation="when_required"),
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
     )
 
 
@@ -167,8 +178,15 @@ class ImsApi:
     def new_job(self) -> str:
         import uuid
 
-        job = self.post("/jobs", {"job_type": "create", "artifact_id": str(uuid.uuid4()),
-                                  "public_key_id": str(uuid.uuid4()), "image_root_archive_name": "test"})
+        job = self.post(
+            "/jobs",
+            {
+                "job_type": "create",
+                "artifact_id": str(uuid.uuid4()),
+                "public_key_id": str(uuid.uuid4()),
+                "image_root_archive_name": "test",
+            },
+        )
         return str(job["id"])
 
 

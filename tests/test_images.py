@@ -6,8 +6,8 @@ Run alone with ``python tests/test_images.py``.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
-from typing import Any
 
 import pytest
 
@@ -52,8 +52,7 @@ def test_publish_all_five_kinds_is_stored_linked_and_recorded(run_cli, artifacts
     # IMS: the record is linked to the manifest and the job names the image.
     record = ims_api.get(f"/images/{image_id}")
     manifest_etag = s3.head_object(Bucket="boot-images", Key=f"{image_id}/manifest.json")["ETag"].strip('"')
-    assert record["link"] == {"path": f"s3://boot-images/{image_id}/manifest.json", "etag": manifest_etag,
-                              "type": "s3"}
+    assert record["link"] == {"path": f"s3://boot-images/{image_id}/manifest.json", "etag": manifest_etag, "type": "s3"}
     assert ims_api.get(f"/jobs/{stack.job_id}")["resultant_image_id"] == image_id
 
     # The printed result has the documented shape: artifacts then the manifest entry, and the job record.
@@ -64,8 +63,9 @@ def test_publish_all_five_kinds_is_stored_linked_and_recorded(run_cli, artifacts
 
 
 def test_publish_without_job_creates_a_linked_image_and_no_job_record(run_cli, artifacts, ims_api):
-    result = run_cli("image", "upload_artifacts", "no-job", *artifacts.flags("rootfs", "kernel"),
-                     env={"IMS_JOB_ID": None})
+    result = run_cli(
+        "image", "upload_artifacts", "no-job", *artifacts.flags("rootfs", "kernel"), env={"IMS_JOB_ID": None}
+    )
 
     assert result.code == 0, result.stderr
     output = result.json
@@ -76,8 +76,9 @@ def test_publish_without_job_creates_a_linked_image_and_no_job_record(run_cli, a
 def test_job_id_defaults_to_ims_job_id_from_the_environment(run_cli, artifacts, ims_api):
     job_id = ims_api.new_job()
 
-    result = run_cli("image", "upload_artifacts", "job-from-env", *artifacts.flags("rootfs"),
-                     env={"IMS_JOB_ID": job_id})
+    result = run_cli(
+        "image", "upload_artifacts", "job-from-env", *artifacts.flags("rootfs"), env={"IMS_JOB_ID": job_id}
+    )
 
     assert result.code == 0, result.stderr
     assert ims_api.get(f"/jobs/{job_id}")["resultant_image_id"] == result.json["ims_image_record"]["id"]
@@ -92,8 +93,17 @@ def test_arch_is_recorded_on_the_image(run_cli, artifacts, ims_api):
 
 def test_global_options_work_after_the_subcommand(run_cli, artifacts, stack):
     env = stack.env()
-    result = run_cli("image", "upload_artifacts", "flags-after", *artifacts.flags("rootfs"),
-                     "--ims-url", env["IMS_URL"], "--s3-bucket", "boot-images", env={"IMS_URL": "http://127.0.0.1:9"})
+    result = run_cli(
+        "image",
+        "upload_artifacts",
+        "flags-after",
+        *artifacts.flags("rootfs"),
+        "--ims-url",
+        env["IMS_URL"],
+        "--s3-bucket",
+        "boot-images",
+        env={"IMS_URL": "http://127.0.0.1:9"},
+    )
 
     assert result.code == 0, result.stderr
 
@@ -129,18 +139,13 @@ def test_cli_runs_as_a_module_with_no_flags(run_cli_process, artifacts, stack, i
 
 def test_version_flag_prints_the_version():
     from ims_python_helper import __version__
-    from ims_python_helper.cli import main
 
-    import io
-    from ims_python_helper.cli import Environment
+    done = subprocess.run(
+        [sys.executable, "-m", "ims_python_helper", "--version"], capture_output=True, text=True, check=False
+    )
 
-    out = io.StringIO()
-    code: Any = None
-    try:
-        code = main(["--version"], Environment(stdout=out, stderr=io.StringIO(), environ={}))
-    except SystemExit as stop:  # argparse prints --version itself
-        code = stop.code
-    assert code == 0
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"ims_python_helper {__version__}"
 
 
 if __name__ == "__main__":
