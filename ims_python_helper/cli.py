@@ -237,17 +237,14 @@ def run_upload_artifacts(args: argparse.Namespace, settings: Settings, env: Envi
             skip_existing=bool(args.skip_existing),
             arch=args.arch,
         )
-    except ImsHelperError as err:
+    except BaseException:
         if args.set_job_error and job_id:
-            _mark_job_failed(helper, job_id, err)
-        raise
-    except BaseException as err:
-        if args.set_job_error and job_id:
-            _mark_job_failed(helper, job_id, err)
+            _mark_job_failed(helper, job_id)
         raise
 
 
-def _mark_job_failed(helper: ImsHelper, job_id: str, err: BaseException) -> None:
+def _mark_job_failed(helper: ImsHelper, job_id: str) -> None:
+    """``--set-job-error``: a failed publish must not leave the job hanging in its previous state."""
     helper.deadline.allow_cleanup()
     try:
         helper.image_set_job_status(job_id, "error")

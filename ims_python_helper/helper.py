@@ -21,7 +21,14 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from .artifacts import ARTIFACT_KINDS, MANIFEST_KEY, MANIFEST_TYPE, RECIPE_ARTIFACT_TYPE, ArtifactKind
+from .artifacts import (
+    ARTIFACT_KINDS,
+    MANIFEST_KEY,
+    MANIFEST_TYPE,
+    RECIPE_ARTIFACT_TYPE,
+    ArtifactKind,
+    kind_for_type,
+)
 from .config import ARCHES, DEFAULT_IMS_API_URL, Settings, parse_ssl_verify
 from .errors import (
     CleanupError,
@@ -301,15 +308,19 @@ class ImsHelper:
         """True when the manifest holds exactly these artifact kinds with these md5s.
 
         Cheap first: kinds, then object sizes from S3; local files are hashed only
-        when everything else already agrees, and at most once per run.
+        when everything else already agrees, and at most once per run. Entries of
+        types that are not image artifact kinds are ignored, as earlier clients did.
         """
-        by_type = {entry.type: entry for entry in manifest.artifacts if entry.type != MANIFEST_TYPE}
+        by_type = {entry.type: entry for entry in manifest.artifacts if kind_for_type(entry.type) is not None}
         if set(by_type) != {a.kind.mime_type for a in artifacts}:
             return False
         for artifact in artifacts:
             entry = by_type[artifact.kind.mime_type]
             info = self.storage.head(entry.link.key, bucket=entry.link.bucket or None)
             if info is None or info.size != artifact.size:
+                return False
+            # An object rewritten since the manifest was made says so in its own md5sum.
+            if info.metadata.get("md5sum", entry.md5) != entry.md5:
                 return False
         return all(self._local_md5(a.path) == by_type[a.kind.mime_type].md5 for a in artifacts)
 

@@ -18,6 +18,8 @@ OSD has gone first), and runs at interpreter exit if the caller forgets.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import http.client
 import json
 import os
 import secrets
@@ -26,13 +28,13 @@ import signal
 import socket
 import string
 import subprocess
+import sys
+import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
 
 from ims_python_helper.errors import ImsHelperError
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
@@ -120,16 +122,17 @@ class CephRgw:
 
     name = "ceph"
 
-    def __init__(self, data_dir: Path, memstore_bytes: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, memstore_bytes: Optional[int] = None, host: str = "127.0.0.1") -> None:
         self.root = Path(data_dir) / "ceph"
         self.memstore_bytes = memstore_bytes if memstore_bytes is not None else memstore_bytes_from_env()
         self.host = host
         self.conf = self.root / "ceph.conf"
         self.log_dir = self.root / "log"
+        self._fsid = ""
         self._rgw_port = 0
         self._access_key = ""
         self._secret_key = ""
-        self._daemons: list[_Daemon] = []
+        self._daemons: List[_Daemon] = []
         self._started = False
 
     @property
@@ -178,6 +181,7 @@ class CephRgw:
 
     def _bring_up(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
+        self._fsid = str(uuid.uuid4())
         mon_v1, mon_v2, self._rgw_port = _free_ports(self.host, 3)
         self.conf.write_text(self._config_text(mon_v1, mon_v2))
         self._make_keys()
@@ -232,7 +236,6 @@ class CephRgw:
         self._create_buckets(DEFAULT_BUCKETS)
 
     def _config_text(self, mon_v1: int, mon_v2: int) -> str:
-        self._fsid = str(uuid.uuid4())
         root = self.root
         return f"""\
 # Written by ims_python_helper.local.ceph for one throw-away cluster; every path stays in {root}.
@@ -295,14 +298,14 @@ rgw gc processor period = 10
         self._run(
             "ceph-authtool", "--create-keyring", str(mon_keyring), "--gen-key", "-n", "mon.", "--cap", "mon", "allow *"
         )
-        entities: dict[str, list[str]] = {
+        entities: Dict[str, List[str]] = {
             "client.admin": ["mon", "allow *", "osd", "allow *", "mds", "allow *", "mgr", "allow *"],
             f"osd.{_OSD_ID}": ["mon", "allow profile osd", "mgr", "allow profile osd", "osd", "allow *"],
             _RGW_NAME: ["mon", "allow rw", "osd", "allow rwx", "mgr", "allow rw"],
         }
         for entity, caps in entities.items():
             keyring = self._keyring(entity)
-            cap_args: list[str] = []
+            cap_args: List[str] = []
             for service, cap in zip(caps[::2], caps[1::2]):
                 cap_args += ["--cap", service, cap]
             self._run("ceph-authtool", "--create-keyring", str(keyring), "--gen-key", "-n", entity, *cap_args)
@@ -344,13 +347,15 @@ rgw gc processor period = 10
         return any(osd.get("osd") == _OSD_ID and osd.get("up") == 1 for osd in osds)
 
     def _rgw_answers(self) -> bool:
+        connection = http.client.HTTPConnection(self.host, self._rgw_port, timeout=1)
         try:
-            with urllib.request.urlopen(self.endpoint + "/", timeout=1):
-                return True
-        except urllib.error.HTTPError:
+            connection.request("GET", "/")
+            connection.getresponse().read()
             return True  # Any HTTP answer, even 403, means the frontend is serving.
-        except (OSError, ValueError):
+        except (OSError, http.client.HTTPException):
             return False
+        finally:
+            connection.close()
 
     def _wait_until(self, daemon: _Daemon, deadline: float, what: str, ready: Callable[[], bool]) -> None:
         delay = 0.02
@@ -369,7 +374,7 @@ rgw gc processor period = 10
 
     # -- processes -----------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
+    def _env(self) -> Dict[str, str]:
         env = dict(os.environ)
         env.pop("CEPH_ARGS", None)  # A caller's CEPH_ARGS could point at another cluster.
         env["CEPH_CONF"] = str(self.conf)
@@ -390,6 +395,7 @@ rgw gc processor period = 10
                 # Own session: a Ctrl-C in the terminal reaches only us, and stop()
                 # then ends the daemons in the order that does not hang radosgw.
                 start_new_session=True,
+                preexec_fn=_die_with_parent(),
             )
         daemon = _Daemon(daemon_name, process, self.log_dir / f"{daemon_name}.log")
         self._daemons.append(daemon)
@@ -466,7 +472,30 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
         process.poll()
 
 
-def _free_ports(host: str, count: int) -> list[int]:
+def _die_with_parent() -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` that has Linux SIGKILL the child when this process dies, else None.
+
+    atexit covers normal exits and exceptions; this covers SIGTERM and SIGKILL of
+    the test run, which would otherwise leave daemons holding their RAM. Linux
+    sends the signal when the *thread* that started the child ends, so it is only
+    armed from the main thread.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    kill = int(signal.SIGKILL)
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, kill, 0, 0, 0)
+
+    return arm
+
+
+def _free_ports(host: str, count: int) -> List[int]:
     """``count`` distinct TCP ports that are free on ``host`` right now."""
     sockets = []
     try:

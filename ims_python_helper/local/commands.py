@@ -158,7 +158,10 @@ def run_demo(args: argparse.Namespace) -> int:
             str(artifacts["initrd"]),
         ]
         completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
-        sys.stdout.write(completed.stdout)
+        output = completed.stdout
+        if output and not output.endswith("\n"):
+            output += "\n"
+        sys.stdout.write(output)
         sys.stdout.flush()
         image_id = _image_id_from_result(completed.stdout)
         if image_id is None:

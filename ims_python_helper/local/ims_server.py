@@ -389,6 +389,23 @@ def _split_s3_path(path: str, what: str) -> Tuple[str, str]:
     return bucket, key
 
 
+_boto_session: Any = None
+_boto_session_lock = threading.RLock()
+
+
+def _shared_boto_session() -> Any:
+    """The boto3 session every checker in this process makes its client from.
+
+    The session caches the parsed S3 service model, so each further client takes
+    milliseconds instead of a few hundred.
+    """
+    global _boto_session
+    with _boto_session_lock:
+        if _boto_session is None:
+            _boto_session = boto3.session.Session()
+        return _boto_session
+
+
 class S3LinkChecker:
     """Checks links against the S3 server the way IMS does before it accepts them."""
 
@@ -401,7 +418,7 @@ class S3LinkChecker:
         self._client_lock = threading.Lock()
 
     def client(self) -> Any:
-        """The boto3 S3 client, made on first use (making one takes a noticeable fraction of a second)."""
+        """The boto3 S3 client, made on first use."""
         with self._client_lock:
             if self._client is None:
                 config = Config(
@@ -413,15 +430,17 @@ class S3LinkChecker:
                     read_timeout=30,
                     retries={"max_attempts": 2, "mode": "standard"},
                 )
-                self._client = boto3.session.Session().client(
-                    "s3",
-                    endpoint_url=self._endpoint,
-                    aws_access_key_id=self._access_key,
-                    aws_secret_access_key=self._secret_key,
-                    region_name="us-east-1",
-                    verify=self._verify,
-                    config=config,
-                )
+                # Session.client() is not thread-safe; the module lock serialises it.
+                with _boto_session_lock:
+                    self._client = _shared_boto_session().client(
+                        "s3",
+                        endpoint_url=self._endpoint,
+                        aws_access_key_id=self._access_key,
+                        aws_secret_access_key=self._secret_key,
+                        region_name="us-east-1",
+                        verify=self._verify,
+                        config=config,
+                    )
             return self._client
 
     def close(self) -> None:

@@ -93,6 +93,11 @@ class _TrackingHTTPServer(ThreadingHTTPServer):
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
+def _bound_address(httpd: _TrackingHTTPServer) -> Tuple[str, int]:
+    host, port = httpd.server_address[:2]
+    return (host.decode() if isinstance(host, (bytes, bytearray)) else str(host)), int(port)
+
+
 class LoopbackHTTPServer:
     """Serves one request handler class from a daemon thread until stop().
 
@@ -122,12 +127,11 @@ class LoopbackHTTPServer:
         """``http(s)://HOST:PORT`` of the running server."""
         if self._httpd is None:
             raise RuntimeError(f"{self._name} server is not running")
-        host, port = self._httpd.server_address[:2]
+        host, port = _bound_address(self._httpd)
         scheme = "https" if self._ssl_context is not None else "http"
-        host_text = host.decode() if isinstance(host, bytes) else host
-        if ":" in host_text:
-            host_text = f"[{host_text}]"
-        return f"{scheme}://{host_text}:{port}"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{port}"
 
     @property
     def running(self) -> bool:
@@ -153,7 +157,14 @@ class LoopbackHTTPServer:
         self._httpd = self._thread = None
         if httpd is None:
             return
-        httpd.shutdown()
+        # shutdown() waits for serve_forever's next poll; a throw-away connection wakes it at once.
+        stopper = threading.Thread(target=httpd.shutdown, name=f"{self._name}-stop", daemon=True)
+        stopper.start()
+        try:
+            socket.create_connection(_bound_address(httpd), timeout=1).close()
+        except OSError:
+            pass
+        stopper.join()
         httpd.close_connections()
         httpd.server_close()
         if thread is not None:
@@ -182,6 +193,9 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in separate writes; without NODELAY, Nagle holds the body
+        # back until the client's delayed ACK, adding ~40 ms to every reply.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if isinstance(self.request, ssl.SSLSocket):
             self.request.do_handshake()
 

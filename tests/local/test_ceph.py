@@ -1,0 +1,144 @@
+"""The local Ceph RGW backend: it starts, serves S3 the way production RGW does, and stops cleanly.
+
+Needs the Debian packages (see ``ims_python_helper.local.ceph.INSTALL_COMMAND``);
+the whole module is skipped without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import boto3
+import pytest
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from ims_python_helper.local.ceph import (
+    DEFAULT_MEMSTORE_BYTES,
+    INSTALL_COMMAND,
+    MEMSTORE_ENV,
+    CephError,
+    CephRgw,
+    ceph_available,
+    memstore_bytes_from_env,
+)
+from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
+
+if "ceph" not in os.environ.get("IMS_TEST_S3", "moto,ceph").split(","):
+    pytest.skip("IMS_TEST_S3 leaves out ceph", allow_module_level=True)
+if not ceph_available():
+    if os.environ.get("IMS_REQUIRE_CEPH") == "1":
+        pytest.fail(f"IMS_REQUIRE_CEPH=1 but the Ceph programs are missing; {INSTALL_COMMAND}", pytrace=False)
+    pytest.skip(f"Ceph programs not installed ({INSTALL_COMMAND})", allow_module_level=True)
+
+MiB = 1024**2
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
+    backend = CephRgw(tmp_path_factory.mktemp("rgw"), memstore_bytes=512 * MiB)
+    backend.start()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(rgw: CephRgw) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=rgw.endpoint,
+        aws_access_key_id=rgw.access_key,
+        aws_secret_access_key=rgw.secret_key,
+        region_name="us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def ceph_processes_using(conf: Path) -> List[str]:
+    """Live (non-zombie) processes whose command line names ``conf``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # exited while we looked
+        if str(conf) in cmdline and state != "Z":
+            found.append(f"{entry.name}: {cmdline.strip()}")
+    return found
+
+
+def test_start_gives_a_loopback_endpoint_and_credentials(rgw: CephRgw) -> None:
+    assert rgw.name == "ceph"
+    assert rgw.endpoint.startswith("http://127.0.0.1:")
+    assert rgw.access_key and rgw.secret_key
+    assert rgw.conf.is_file()
+
+
+def test_start_creates_default_buckets(s3: Any) -> None:
+    names = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+    assert set(DEFAULT_BUCKETS) <= names
+
+
+def test_put_get_round_trip_keeps_body_and_metadata(s3: Any) -> None:
+    body = os.urandom(300 * 1024)
+    md5 = hashlib.md5(body).hexdigest()
+    s3.put_object(Bucket="boot-images", Key="roundtrip/kernel", Body=body, Metadata={"md5sum": md5})
+
+    got = s3.get_object(Bucket="boot-images", Key="roundtrip/kernel")
+
+    assert got["Body"].read() == body
+    assert got["Metadata"] == {"md5sum": md5}
+    assert got["ETag"].strip('"') == md5  # a single PUT's ETag is the body's md5
+
+
+def test_multipart_upload_etag_is_md5_of_part_md5s_with_part_count(s3: Any, tmp_path: Path) -> None:
+    part = 5 * MiB
+    data = os.urandom(2 * part + 1024)
+    path = tmp_path / "rootfs"
+    path.write_bytes(data)
+    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part)
+
+    s3.upload_file(str(path), "boot-images", "multipart/rootfs", Config=config, ExtraArgs={"Metadata": {"k": "v"}})
+
+    head = s3.head_object(Bucket="boot-images", Key="multipart/rootfs")
+    part_md5s = b"".join(hashlib.md5(data[i : i + part]).digest() for i in range(0, len(data), part))
+    assert head["ETag"].strip('"') == f"{hashlib.md5(part_md5s).hexdigest()}-3"
+    assert head["Metadata"] == {"k": "v"}
+
+
+def test_stop_leaves_no_ceph_process_running_and_is_idempotent(tmp_path: Path) -> None:
+    backend = CephRgw(tmp_path, memstore_bytes=256 * MiB)
+    backend.start()
+    assert len(ceph_processes_using(backend.conf)) >= 3  # mon, osd, radosgw
+
+    backend.stop()
+    backend.stop()
+
+    assert ceph_processes_using(backend.conf) == []
+
+
+def test_missing_programs_error_names_the_apt_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(CephError, match="apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw"):
+        CephRgw(tmp_path).start()
+
+
+def test_memstore_size_comes_from_env_in_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MEMSTORE_ENV, raising=False)
+    assert memstore_bytes_from_env() == DEFAULT_MEMSTORE_BYTES
+    monkeypatch.setenv(MEMSTORE_ENV, "4096")
+    assert memstore_bytes_from_env() == 4096 * MiB
+    monkeypatch.setenv(MEMSTORE_ENV, "lots")
+    with pytest.raises(CephError, match=MEMSTORE_ENV):
+        memstore_bytes_from_env()
