@@ -39,7 +39,12 @@ class Interrupted(ImsHelperError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit status 2."""
+    """argparse that reports usage errors as one line and exit status 2, and takes no abbreviations."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # "--s3" must not be read as a prefix of --s3-endpoint, nor a typo as another option.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:  # type: ignore[override]
         raise UsageError(f"{message} (see {self.prog} --help)")

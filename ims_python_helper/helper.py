@@ -8,12 +8,14 @@ reported.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
 import stat
 import tarfile
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
@@ -43,8 +45,8 @@ from .ims import JOB_METADATA_KEY, RUN_METADATA_KEY, ImsClient, Record
 from .manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
 from .progress import Progress
 from .session import ClientCredentialsSession, Deadline, build_retry, create_oauth_session
-from .storage import S3Settings, S3Storage
-from .transfer import ArtifactUpload, ArtifactUploader, TransferOptions, UploadedObject
+from .storage import ObjectInfo, S3Settings, S3Storage
+from .transfer import ArtifactUpload, ArtifactUploader, HashingReader, TransferOptions, UploadedObject
 
 LOGGER = logging.getLogger(__name__)
 
@@ -604,7 +606,9 @@ class ImsHelper:
             raise InputError(f"distro {distro!r} is not one of {', '.join(RECIPE_DISTROS)}")
         check_arch(arch)
         path, size = check_file(filepath, "recipe")
-        check_gzipped_tar(path)
+        # The archive check reads the whole file anyway; its md5 saves hashing it again below.
+        stat_now = os.stat(path)
+        self._md5_cache[(path, stat_now.st_size, stat_now.st_mtime_ns)] = check_gzipped_tar(path)
         templates = dict(template_dictionary or {})
         for key, value in templates.items():
             if not isinstance(key, str) or not isinstance(value, str) or not key:
@@ -619,7 +623,7 @@ class ImsHelper:
                 continue
             if _template_dict(recipe) != templates:
                 continue
-            info = self.storage.head(RECIPE_KEY.format(recipe_id=recipe.get("id")))
+            info = self._linked_object(recipe)
             if info is not None and info.size == size and info.metadata.get("md5sum") == self._local_md5(path):
                 LOGGER.info("recipe %r is already loaded as %s; nothing to do", name, recipe.get("id"))
                 return recipe
@@ -642,12 +646,29 @@ class ImsHelper:
             upload = ArtifactUpload("recipe", path, key, RECIPE_ARTIFACT_TYPE, size, {})
             stored = ArtifactUploader(self.storage, self.transfer, self.progress, self.deadline).upload_all([upload])
             patch: Dict[str, Any] = {"link": ArtifactLink.s3(self.s3_bucket, key, stored[0].etag).to_dict()}
-            if not created and templates:
-                patch["template_dictionary"] = [{"key": k, "value": v} for k, v in templates.items()]
+            if not created:
+                # A record left by an earlier run gets what this run asked for, so the next run finds it.
+                if _template_dict(recipe) != templates:
+                    patch["template_dictionary"] = [{"key": k, "value": v} for k, v in templates.items()]
+                if arch and recipe.get("arch") != arch:
+                    patch["arch"] = arch
+                if require_dkms is not None and recipe.get("require_dkms") != bool(require_dkms):
+                    patch["require_dkms"] = bool(require_dkms)
             return self.ims.patch_recipe(recipe_id, patch)
         except BaseException as err:
             self._undo_recipe(err, recipe_id if created else None, key)
             raise
+
+    def _linked_object(self, recipe: Record) -> Optional[ObjectInfo]:
+        """HEAD of the object a recipe links to (in whatever bucket); None when it is missing or unreadable."""
+        link = ArtifactLink(path=str((recipe.get("link") or {}).get("path", "")))
+        if not link.bucket or not link.key:
+            return None
+        try:
+            return self.storage.head(link.key, bucket=link.bucket)
+        except StorageError as err:
+            LOGGER.warning("cannot read the tarball of recipe %s: %s", recipe.get("id"), err)
+            return None
 
     def _undo_recipe(self, original: BaseException, created_id: Optional[str], key: str) -> None:
         self.deadline.allow_cleanup()
@@ -671,14 +692,27 @@ def _template_dict(recipe: Record) -> Dict[str, str]:
     return {str(p.get("key")): str(p.get("value")) for p in pairs if isinstance(p, dict)}
 
 
-def check_gzipped_tar(path: str) -> None:
-    """Refuse anything that is not a gzip-compressed tar archive."""
+def check_gzipped_tar(path: str) -> str:
+    """Refuse anything but a complete gzip-compressed tar archive; returns the file's hex md5.
+
+    The file is read once, to its end: every tar header is walked and gzip checks
+    its CRC and length, so a truncated or corrupted archive is refused too; the
+    md5 is taken from the same bytes.
+    """
     with open(path, "rb") as handle:
-        magic = handle.read(2)
-    if magic != b"\x1f\x8b":
-        raise InputError(f"recipe {path!r} is not gzip-compressed; give a .tar.gz archive")
-    try:
-        with tarfile.open(path, "r:gz") as archive:
-            archive.next()
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise InputError(f"recipe {path!r} is not a readable gzipped tar archive ({type(err).__name__})") from None
+        if handle.read(2) != b"\x1f\x8b":
+            raise InputError(f"recipe {path!r} is not gzip-compressed; give a .tar.gz archive")
+        handle.seek(0)
+        reader = HashingReader(handle)
+        try:
+            with gzip.GzipFile(fileobj=reader, mode="rb") as unzipped:  # type: ignore[call-overload]  # reading needs no seek
+                with tarfile.open(fileobj=unzipped, mode="r|") as archive:
+                    for _member in archive:
+                        pass
+                while unzipped.read(HASH_BLOCK):  # to the end, where gzip checks CRC and length
+                    pass
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            raise InputError(f"recipe {path!r} is not a readable gzipped tar archive ({type(err).__name__})") from None
+        while reader.read(HASH_BLOCK):  # whatever gzip did not need still belongs to the md5
+            pass
+    return reader.md5

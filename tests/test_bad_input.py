@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pytest
-from conftest import Artifacts
+from tests.conftest import Artifacts
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import Artifacts, CliResult
-from s3_proxy import CountingS3Proxy
 
 from ims_python_helper.cli import Environment, main
 from ims_python_helper.local.stack import LocalStack
+from tests.conftest import Artifacts, CliResult
+from tests.s3_proxy import CountingS3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_KINDS = ("rootfs", "kernel", "initrd", "debug", "boot_parameters")
@@ -108,8 +108,9 @@ class Publisher:
     ) -> Tuple[CliResult, int]:
         """One CLI run in a child process; also returns the bytes it read from files."""
         report = self.work_dir / "read-report.json"
+        probe = [sys.executable, str(ROOT / "tests" / "read_probe.py"), str(report)]
         done = subprocess.run(
-            [sys.executable, str(ROOT / "tests" / "read_probe.py"), str(report), *self.argv(name, artifacts, kinds, skip)],
+            [*probe, *self.argv(name, artifacts, kinds, skip)],
             env=self.env(None),
             cwd=ROOT,
             capture_output=True,

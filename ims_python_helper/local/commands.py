@@ -116,6 +116,8 @@ def run_up(args: argparse.Namespace) -> int:
             for name, value in stack.env().items():
                 print(f"export {name}={shlex.quote(value)}")
             print("ready", flush=True)
+            engine = stack.s3.name if stack.s3 is not None else "?"
+            print(f"local up: running ({engine} S3, data in {stack.data_dir}); Ctrl-C stops", file=sys.stderr)
             # wait() with a timeout so the signal handler gets to run promptly on every Python.
             while not stop_requested.wait(0.5):
                 pass

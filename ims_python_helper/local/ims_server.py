@@ -112,8 +112,8 @@ class RecordStore:
         except ValueError as error:
             # Refuse to start rather than silently start empty and overwrite the file.
             raise RuntimeError(f"IMS record file {path} is not valid JSON: {error}") from error
-        if not isinstance(records, list):
-            raise RuntimeError(f"IMS record file {path} does not hold a JSON list")
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "id" in r for r in records):
+            raise RuntimeError(f"IMS record file {path} does not hold a JSON list of records with ids")
         return {record["id"]: record for record in records}
 
     def _save(self, collection: str) -> None:

@@ -81,7 +81,8 @@ class LocalStack:
         self.job_id = ""
         self.client_id = CLIENT_ID
         self.client_secret = ""
-        self.data_dir: Path = self._given_data_dir or Path()
+        #: The directory in use; a fresh temporary one is chosen by start() when none was given.
+        self.data_dir: Path = self._given_data_dir or Path(tempfile.gettempdir())
         self._temp_dir: Optional[Path] = None
         self._running = False
 
@@ -176,7 +177,7 @@ class LocalStack:
         if engine == "ceph":
             if ceph is None:
                 raise RuntimeError("the Ceph launcher (ims_python_helper.local.ceph) is not available")
-            backend: S3Backend = ceph.CephRgw(self.data_dir / "ceph", memstore_bytes=self._memstore_bytes)
+            backend: S3Backend = ceph.CephRgw(self.data_dir, memstore_bytes=self._memstore_bytes)
             return backend
         return MotoS3(self.data_dir)
 

@@ -35,6 +35,8 @@ TOKEN_PATH = "/keycloak/realms/shasta/protocol/openid-connect/token"  # noqa: S1
 #: Unauthenticated counters, so tests running the stack in a subprocess can see them.
 STATS_PATH = "/_local/stats"
 
+#: Oversized request bodies up to this size are read and dropped before the 413 reply.
+_MAX_DRAIN_BYTES = 64 * 1024 * 1024
 #: Largest token request body we read; real ones are a few hundred bytes.
 _MAX_TOKEN_REQUEST = 64 * 1024
 
@@ -229,12 +231,23 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
             self.send_problem(400, "Bad Request", "Content-Length is not a non-negative integer")
             return None
         if length > limit:
+            # Swallow a moderately large body first: a client still sending when we close
+            # would see a connection reset instead of this reply.
+            if length <= _MAX_DRAIN_BYTES:
+                self._discard(length)
             self.close_connection = True
             self.send_problem(
                 413, "Payload Too Large", f"request body of {length} bytes exceeds the {limit} byte limit"
             )
             return None
         return self.rfile.read(length) if length else b""
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1024 * 1024))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def send_json(
         self,

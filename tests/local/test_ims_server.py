@@ -127,8 +127,9 @@ def test_malformed_empty_or_non_object_bodies_are_400(ims: ImsClient, raw: bytes
     assert_problem(response, 400)
 
 
-def test_body_over_one_mebibyte_is_413(ims: ImsClient) -> None:
-    big = json.dumps({"name": "x" * (1024 * 1024)})
+@pytest.mark.parametrize("size", [1024 * 1024 + 1, 16 * 1024 * 1024])
+def test_body_over_one_mebibyte_is_413(ims: ImsClient, size: int) -> None:
+    big = b"x" * size
     response = ims.request("POST", "/images", data=big, headers={"Content-Type": "application/json"})
 
     assert_problem(response, 413)
