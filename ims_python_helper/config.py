@@ -7,9 +7,9 @@ variable, then a file in the mounted OAuth directory, then the default.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError, UsageError
@@ -22,6 +22,10 @@ CHECKSUM_MODES = ("when_required", "when_supported")
 ADDRESSING_STYLES = ("path", "virtual", "auto")
 PROGRESS_MODES = ("auto", "bar", "log", "none")
 MIB = 1024 * 1024
+#: Most parallel S3 requests allowed (memory is bounded by part size times this).
+MAX_CONCURRENCY = 64
+#: Largest secret file read; a credential is a few hundred bytes, /dev/zero is endless.
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 #: Words that turn S3 TLS verification off, as earlier clients accepted them.
 OFF_WORDS = frozenset({"false", "off", "no", "f", "0", "n"})
@@ -35,6 +39,8 @@ def _positive_float(text: str) -> float:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
     if not value > 0:
         raise ValueError(f"expected a positive number, got {text!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number of seconds, got {text!r}")
     return value
 
 
@@ -52,6 +58,13 @@ def _part_size_mib(text: str) -> int:
     value = _positive_int(text)
     if not 5 <= value <= 5120:
         raise ValueError(f"S3 parts must be 5 to 5120 MiB, got {value}")
+    return value
+
+
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise ValueError(f"expected at most {MAX_CONCURRENCY} parallel requests, got {value}")
     return value
 
 
@@ -233,7 +246,7 @@ OPTIONS: Tuple[Option, ...] = (
         ("--part-size",),
         "multipart part size in MiB (5-5120)",
         ("IMS_PART_SIZE_MB",),
-        default=16,
+        default=8,
         parse=_part_size_mib,
         metavar="MIB",
     ),
@@ -243,7 +256,7 @@ OPTIONS: Tuple[Option, ...] = (
         "parallel S3 requests across all artifacts",
         ("IMS_UPLOAD_CONCURRENCY",),
         default=8,
-        parse=_positive_int,
+        parse=_concurrency,
         metavar="N",
     ),
     Option(
@@ -289,7 +302,7 @@ class Settings:
     s3_bucket: str = "boot-images"
     s3_checksum: str = "when_required"
     s3_addressing_style: str = "path"
-    part_size_mb: int = 16
+    part_size_mb: int = 8
     concurrency: int = 8
     sha256: bool = False
     progress: str = "auto"
@@ -318,9 +331,20 @@ def parse_ssl_verify(value: Union[str, bool, None]) -> Union[bool, str]:
 
 def _read_secret_file(path: str, what: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8").strip()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
     except OSError as err:
-        raise ConfigError(f"cannot read {what} from {path}: {err.strerror or err}") from None
+        raise ConfigError(f"cannot read {what} from {path!r}: {err.strerror or err}") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"cannot read {what} from {path!r}: the path contains a NUL character") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(
+            f"{what} {path!r} holds more than {MAX_SECRET_FILE_BYTES} bytes; a secret file holds just the secret"
+        )
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path!r} is not UTF-8 text") from None
 
 
 def resolve_settings(flags: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> Settings:

@@ -114,9 +114,11 @@ def check_file(path: Any, what: str) -> Tuple[str, int]:
         if len(path) != 1:
             raise InputError(f"{what} was given {len(path)} times; give exactly one file")
         path = path[0]
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise InputError(f"{what} path is empty; give a file path")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"{what} must be a file path, not a {type(path).__name__}")
     given = os.fspath(path)
+    if not given:
+        raise InputError(f"{what} path is empty; give a file path")
     if "\x00" in str(given):
         raise InputError(f"{what} path contains a NUL character")
     real = os.path.realpath(given)
@@ -194,7 +196,7 @@ class ImsHelper:
         *,
         timeout: float = 60.0,
         deadline: Optional[Deadline] = None,
-        part_size: int = 16 * 1024 * 1024,
+        part_size: int = 8 * 1024 * 1024,
         concurrency: int = 8,
         sha256: bool = False,
         s3_checksum: str = "when_required",
@@ -223,7 +225,7 @@ class ImsHelper:
             timeout=timeout,
             max_pool_connections=max(10, concurrency + 4),
         )
-        self.storage = S3Storage(self.s3_settings)
+        self.storage = S3Storage(self.s3_settings, deadline=self.deadline)
         self.s3_client = self.storage.client
         self.transfer = TransferOptions(part_size=part_size, concurrency=concurrency, sha256=sha256)
         self.progress = progress or Progress()
@@ -447,7 +449,11 @@ class ImsHelper:
                 LOGGER.info("reusing image %s, which has no artifacts yet", empty[-1]["id"])
                 return self._publish_into(empty[-1], created=False, artifacts=artifacts, job_id=job_id)
 
-        metadata = {JOB_METADATA_KEY: job_id, RUN_METADATA_KEY: run_key} if job_id and run_key else None
+        if job_id and run_key:
+            metadata = {JOB_METADATA_KEY: job_id, RUN_METADATA_KEY: run_key}
+        else:
+            # A key of this run's own, so a create whose answer was lost is found, not made twice.
+            metadata = {RUN_METADATA_KEY: uuid.uuid4().hex}
         record = self.ims.create_image(image_name, arch=arch, metadata=metadata)
         if not isinstance(record.get("id"), str) or not record["id"]:
             raise TransportError("IMS created an image record without an id")
@@ -499,6 +505,10 @@ class ImsHelper:
             ]
             uploader = ArtifactUploader(self.storage, self.transfer, self.progress, self.deadline)
             stored = uploader.upload_all(uploads)
+            # Every upload under the prefix is finished now; one still open is an orphan of a multipart
+            # create that S3 carried out but whose answer was lost (botocore then created another).
+            for key in self.storage.abort_multipart_uploads(prefix):
+                LOGGER.info("aborted an abandoned multipart upload of %s", key)
             entries = [self._entry(obj) for obj in stored]
             manifest = Manifest(artifacts=entries)
             manifest_entry = self._store_manifest(prefix + MANIFEST_KEY, manifest)
@@ -512,7 +522,7 @@ class ImsHelper:
                 result["ims_job_record"] = self.ims.patch_job(job_id, {"resultant_image_id": image_id})
             return result
         except BaseException as err:
-            self._undo(err, image_id if created else None, prefix, planned_keys)
+            self._undo(err, image_id if created else None, prefix, planned_keys, resumable=bool(job_id))
             raise
 
     def _entry(self, stored: UploadedObject) -> ManifestEntry:
@@ -543,21 +553,45 @@ class ImsHelper:
                 return current
             raise
 
-    def _undo(self, original: BaseException, created_image_id: Optional[str], prefix: str, keys: List[str]) -> None:
-        """Remove what a failed run created; raise ``CleanupError`` naming whatever is left."""
+    def _undo(
+        self,
+        original: BaseException,
+        created_image_id: Optional[str],
+        prefix: str,
+        keys: List[str],
+        resumable: bool = False,
+    ) -> None:
+        """Remove what a failed run created; raise ``CleanupError`` naming whatever is left.
+
+        After the first S3 failure the other S3 deletes are not tried (S3 is down or
+        refusing; each would wait through its own retries) but named as leftovers.
+        The record this run created is then kept when it is ``resumable`` (it carries
+        the job's run key): a re-run of the job finds it, clears its prefix and
+        finishes it, whereas deleting it would orphan what is left in S3.
+        """
         LOGGER.warning("publish failed (%s); removing what this run created", type(original).__name__)
         self.deadline.allow_cleanup()
         leftovers: List[str] = []
+        s3_failed = False
         try:
             self.storage.abort_multipart_uploads(prefix)
-        except ImsHelperError:
+        except ImsHelperError as err:
+            LOGGER.warning("cleanup: %s", err)
             leftovers.append(f"multipart uploads under s3://{self.s3_bucket}/{prefix}")
+            s3_failed = True
         for key in keys:
+            if s3_failed:
+                leftovers.append(f"s3://{self.s3_bucket}/{key}")
+                continue
             try:
                 self.storage.delete(key)
-            except ImsHelperError:
+            except ImsHelperError as err:
+                LOGGER.warning("cleanup: %s", err)
                 leftovers.append(f"s3://{self.s3_bucket}/{key}")
-        if created_image_id:
+                s3_failed = True
+        if created_image_id and s3_failed and resumable:
+            leftovers.append(f"IMS image record {created_image_id} (kept: a re-run of this job finishes it)")
+        elif created_image_id:
             try:
                 self.ims.delete_image(created_image_id)
             except ImsApiError as err:

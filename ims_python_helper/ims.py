@@ -12,7 +12,7 @@ import requests
 
 from .errors import DeadlineExceeded, ImsApiError, TransportError
 from .redact import redact
-from .session import TRANSIENT_STATUSES, Deadline, describe_request_error, tls_failure_message
+from .session import TRANSIENT_STATUSES, Deadline, check_url, describe_request_error, tls_failure_message
 
 LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class ImsClient:
         timeout: float = 60.0,
         deadline: Optional[Deadline] = None,
     ) -> None:
+        check_url(base_url, "IMS URL")
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.timeout = timeout
@@ -52,10 +53,16 @@ class ImsClient:
         url = f"{self.base_url}{path}"
         self.deadline.check(f"calling IMS {method} {path}")
         try:
-            response = self.session.request(method, url, json=body, timeout=self.deadline.cap(self.timeout))
+            # Streamed, so an oversized answer is cut off at MAX_RESPONSE_BYTES instead of filling memory.
+            response = self.session.request(
+                method, url, json=body, timeout=self.deadline.cap(self.timeout), stream=True
+            )
+            read_body(response, f"IMS {method} {path}")
         except requests.exceptions.SSLError as err:
             raise TransportError(tls_failure_message(url, getattr(self.session, "verify", True), err)) from None
         except requests.exceptions.RequestException as err:
+            # Retries cut short by the run's deadline say so, rather than "connection failed".
+            self.deadline.check(f"calling IMS {method} {path} at {self.base_url} ({describe_request_error(err)})")
             raise TransportError(
                 f"cannot reach IMS at {self.base_url} ({method} {path}): {describe_request_error(err)}"
             ) from None
@@ -76,7 +83,7 @@ class ImsClient:
 
     def list_images(self) -> List[Record]:
         """Every image record."""
-        return list(self._call("GET", "/images", expect=list))
+        return _records(self._call("GET", "/images", expect=list), "IMS GET /images")
 
     def get_image(self, image_id: str) -> Record:
         """One image record."""
@@ -151,7 +158,7 @@ class ImsClient:
 
     def list_recipes(self) -> List[Record]:
         """Every recipe record."""
-        return list(self._call("GET", "/recipes", expect=list))
+        return _records(self._call("GET", "/recipes", expect=list), "IMS GET /recipes")
 
     def get_recipe(self, recipe_id: str) -> Record:
         """One recipe record."""
@@ -168,6 +175,49 @@ class ImsClient:
     def delete_recipe(self, recipe_id: str) -> None:
         """Delete a recipe record."""
         self._call("DELETE", f"/recipes/{recipe_id}", expect=type(None))
+
+
+def _records(values: List[Any], what: str) -> List[Record]:
+    """A JSON list that must hold only objects (records)."""
+    for value in values:
+        if not isinstance(value, dict):
+            raise TransportError(f"{what} answered with a list holding a JSON {json_type(value)}, expected objects")
+    return list(values)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (object, array, string, number, boolean, null)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    for kind, name in ((dict, "object"), (list, "array"), (str, "string"), ((int, float), "number")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def read_body(response: requests.Response, what: str, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """Read a streamed answer whole, refusing one larger than ``limit`` bytes (after decompression).
+
+    The body is kept on the response, so ``response.content`` works as usual afterwards.
+    """
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > limit:
+        response.close()
+        raise TransportError(f"{what} answered with {int(length)} bytes, more than the {limit} allowed")
+    chunks = []
+    total = 0
+    for chunk in response.iter_content(1024 * 1024):
+        total += len(chunk)
+        if total > limit:
+            response.close()
+            raise TransportError(f"{what} answered with more than the {limit} bytes allowed")
+        chunks.append(chunk)
+    content = b"".join(chunks)
+    response._content = content
+    response._content_consumed = True  # type: ignore[attr-defined]
+    return content
 
 
 def decode_json(response: requests.Response, what: str, expect: type = object) -> Any:
@@ -187,7 +237,8 @@ def decode_json(response: requests.Response, what: str, expect: type = object) -
             "check that the URL points at the service"
         ) from None
     if expect is not object and not isinstance(value, expect):
-        raise TransportError(f"{what} answered with a JSON {type(value).__name__}, expected a {expect.__name__}")
+        wanted = json_type(expect())
+        raise TransportError(f"{what} answered with a JSON {json_type(value)}, expected an {wanted}")
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .artifacts import SQUASHFS_ARTIFACT_TYPE
@@ -16,6 +16,15 @@ MANIFEST_VERSION = "1.0"
 
 class ManifestError(ImsHelperError):
     """A manifest could not be read: not JSON, wrong version, or malformed entries."""
+
+
+def _split(path: str) -> Tuple[str, str]:
+    """(bucket, key) of an ``s3://bucket/key`` path; a path urlsplit cannot read (``s3://[x``) gives ('', '')."""
+    try:
+        parts = urlsplit(path)
+    except ValueError:
+        return "", ""
+    return parts.netloc, parts.path.lstrip("/")
 
 
 @dataclass(frozen=True)
@@ -33,13 +42,13 @@ class ArtifactLink:
 
     @property
     def bucket(self) -> str:
-        """Bucket part of the path."""
-        return urlsplit(self.path).netloc
+        """Bucket part of the path ('' when the path is not a URL)."""
+        return _split(self.path)[0]
 
     @property
     def key(self) -> str:
-        """Key part of the path."""
-        return urlsplit(self.path).path.lstrip("/")
+        """Key part of the path ('' when the path is not a URL)."""
+        return _split(self.path)[1]
 
     def to_dict(self) -> Dict[str, str]:
         """The JSON shape IMS stores."""

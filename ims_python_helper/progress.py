@@ -34,10 +34,13 @@ class _Totals:
         self.lock = threading.Lock()
         self.totals: Dict[str, int] = {}
         self.done: Dict[str, int] = {}
-        self.started = time.monotonic()
+        #: When the first artifact started (so the summary's rate is of the transfers alone).
+        self.started: Optional[float] = None
 
     def add(self, name: str, total: int) -> None:
         with self.lock:
+            if self.started is None:
+                self.started = time.monotonic()
             self.totals[name] = total
             self.done[name] = 0
 
@@ -97,6 +100,8 @@ class LogProgress(Progress):
 
     def close(self, succeeded: bool) -> None:
         done, total = self.counts.overall()
+        if self.counts.started is None:
+            return
         seconds = time.monotonic() - self.counts.started
         if succeeded:
             self.logger.info("uploaded %d bytes in %.1f s (%.1f MB/s)", total, seconds, _rate(total, seconds))

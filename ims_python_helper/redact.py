@@ -16,20 +16,26 @@ from typing import List, Optional
 MASK = "<hidden>"
 
 _PATTERNS = [
+    # An Authorization header in any rendering: "Authorization: Bearer x", {'Authorization': b'AWS4-HMAC-SHA256 ...'}.
     (
-        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer|basic|aws4-hmac-sha256)?\s*[^'\"\s,}]+[^'\"\n]*"),
+        re.compile(
+            r"(?i)(authorization['\"]?\s*[:=]\s*(?:b(?=['\"]))?['\"]?)(bearer|basic|aws4-hmac-sha256)?\s*[^'\"\s,}]+[^'\"\n]*"
+        ),
         r"\1" + MASK,
     ),
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + MASK),
     (
         re.compile(
             r"(?i)([\"']?(?:access_token|refresh_token|id_token|client_secret|secret_key|"
-            r"aws_secret_access_key|password)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
+            r"aws_secret_access_key|password|x-amz-security-token)[\"']?\s*[:=]\s*(?:b(?=['\"]))?[\"']?)[^\"'&\s,}]+"
         ),
         r"\1" + MASK,
     ),
+    # Pre-signed URLs (SigV4 and SigV2) and SigV4 credential scopes, which start with the access key id.
     (re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"), r"\1" + MASK),
-    (re.compile(r"(?i)(Signature=)[0-9a-f]{16,}"), r"\1" + MASK),
+    (re.compile(r"(?i)\b(AWSAccessKeyId=)[^&\s\"']+"), r"\1" + MASK),
+    (re.compile(r"(?i)\b(Signature=)[^&\s\"',]+"), r"\1" + MASK),
+    (re.compile(r"(?i)\b(Credential=)[^/&\s\"',]+"), r"\1" + MASK),
 ]
 
 

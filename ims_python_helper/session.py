@@ -19,6 +19,7 @@ import requests
 import requests_oauthlib
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, TokenExpiredError
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.util.retry import Retry
 
 from .config import DEFAULT_OAUTH_CONFIG_DIR
@@ -136,14 +137,24 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+def check_url(url: str, what: str) -> None:
+    """Refuse anything but an http(s) URL with a host (``ConfigError`` naming ``what``)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError:
+        raise ConfigError(f"{what} {url!r} is not a valid URL; give a full URL such as https://host/path") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{what} {url!r} is not an http(s) URL; give a full URL such as https://host/path")
+    if not parts.hostname:
+        raise ConfigError(f"{what} {url!r} has no host; give a full URL such as https://host/path")
+
+
 def check_transport(url: str, what: str) -> None:
     """Refuse to send credentials over plain HTTP, except to this machine (the local stack)."""
-    scheme = urlsplit(url).scheme
-    if scheme == "https" or (scheme == "http" and _is_loopback(url)):
-        return
-    if scheme == "http":
+    check_url(url, what)
+    if urlsplit(url).scheme == "http" and not _is_loopback(url):
         raise ConfigError(f"{what} {url} uses plain http; credentials are only sent over https (or to loopback)")
-    raise ConfigError(f"{what} {url!r} is not an http(s) URL; give a full URL such as https://host/path")
 
 
 @contextlib.contextmanager
@@ -259,6 +270,9 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         check_transport(url, "URL")
         self.deadline.check(f"calling {method} {url}")
         kwargs["timeout"] = self.deadline.cap(kwargs.get("timeout") or self.request_timeout)
+        # Explicitly, because requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's own
+        # verify when a call passes none: --cert must win for IMS as it does for the token endpoint.
+        kwargs.setdefault("verify", self.verify)
         if withhold_token or url == self.token_url:
             return requests.Session.request(self, method, url, data=data, headers=headers, files=files, **kwargs)
         for attempt in (1, 2):
@@ -287,10 +301,16 @@ def describe_request_error(err: BaseException) -> str:
         return "timed out waiting for an answer"
     if isinstance(err, requests.exceptions.RetryError):
         return "still failing after retries (server busy or unavailable)"
+    if isinstance(err, requests.exceptions.ChunkedEncodingError):
+        return "the answer was cut off before its end"
+    if isinstance(err, requests.exceptions.ContentDecodingError):
+        return "the answer's compression is broken"
     if isinstance(err, requests.exceptions.ConnectionError):
         text = str(err)
         if "Connection refused" in text:
             return "connection refused"
+        if "Read timed out" in text:  # a read timeout that used up the retries arrives as ConnectionError
+            return "timed out waiting for an answer"
         if "Name or service not known" in text or "nodename nor servname" in text or "Failed to resolve" in text:
             return "host name does not resolve"
         return "connection failed"
@@ -300,22 +320,29 @@ def describe_request_error(err: BaseException) -> str:
 def tls_failure_message(url: str, verify: Union[bool, str], err: BaseException) -> str:
     """One line naming the host and the CA bundle that failed to verify it."""
     host = urlsplit(url).netloc
-    ca = verify if isinstance(verify, str) else ("the system CA store" if verify else "no verification")
+    ca = verify if isinstance(verify, str) else (_default_ca_bundle() if verify else "no verification")
     reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(err) else "TLS handshake failed"
     return f"TLS: {reason} for {host} using {ca}; pass the right CA bundle with --cert (CA_CERT)"
+
+
+def _default_ca_bundle() -> str:
+    """What requests verifies against when no CA bundle is given (its env vars, else certifi's store)."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        if os.environ.get(name):
+            return f"the system CA store {os.environ[name]} (from {name})"
+    return f"the system CA store {DEFAULT_CA_BUNDLE_PATH}"
 
 
 def log_exchange(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
     """Response hook: one DEBUG line per exchange, without headers or bodies (they may hold secrets)."""
     if LOGGER.isEnabledFor(logging.DEBUG):
         request = response.request
-        LOGGER.debug(
-            "%s %s -> %s (%d bytes)",
-            request.method,
-            redact(str(request.url)),
-            response.status_code,
-            len(response.content or b""),
-        )
+        # A streamed body is not read here: the caller reads it with its own size limit.
+        if getattr(response, "_content_consumed", False):
+            size = str(len(response.content or b""))
+        else:
+            size = response.headers.get("Content-Length") or "streamed"
+        LOGGER.debug("%s %s -> %s (%s bytes)", request.method, redact(str(request.url)), response.status_code, size)
 
 
 def get_admin_client_auth(logger: Optional[logging.Logger] = None) -> Tuple[str, str, str]:

@@ -1,12 +1,30 @@
 """The upload engine: every artifact read once, hashed while it is sent, parts and artifacts in parallel.
 
-Large files are handed to s3transfer as a read-only stream, so s3transfer reads
-them front to back in one thread while several part uploads run at once; the md5
-(and optional SHA-256) is taken from exactly those bytes. S3 needs user metadata
-when an upload starts, but the md5 is only known at the end, so the
-``md5sum`` metadata is added afterwards with a server-side copy onto the same
-key (no bytes pass through the client). Small files are read whole and stored
-in one PUT with Content-MD5. Memory is bounded by part size times concurrency.
+Large files are handed to s3transfer as a read-only stream: s3transfer reads
+each one front to back, a part at a time, while up to ``concurrency`` part
+uploads (of all artifacts together) are on the wire. The md5 (and optional
+SHA-256) is taken from exactly the bytes s3transfer reads, so a file is read
+from disk once. S3 wants user metadata when a multipart upload starts, but the
+md5 is only known at the end, so the ``md5sum`` metadata is added afterwards by
+a server-side copy onto the same key. No data passes through the client again,
+and Ceph RGW only rewrites the object's head (0.05 s for 1 GiB and for 4 GiB,
+BENCHMARKS.md). Files no larger than one part are read whole and stored in one
+PUT with Content-MD5, metadata included.
+
+Request bodies go to the socket in 1 MiB writes rather than urllib3's 16 KiB
+(see ``_LargeBlockBody``): on a small machine that shares its cores with the
+S3 server, the client's CPU time is what paces the md5, and so the upload.
+
+Memory: a part is read into memory, queued, sent and dropped. At most
+``concurrency`` parts are queued or on the wire, one more is being read (the
+artifacts are read one after another, smallest first; their parts still go up
+together) and one small file may be in memory, so the peak is about
+``part_size * (concurrency + 2)`` whatever the file sizes (see
+``TransferOptions.memory_bound``).
+
+When an upload fails, s3transfer aborts its multipart upload and the other
+transfers are cancelled (and aborted) too; the caller sweeps the prefix for
+any upload the server could not be told about.
 """
 
 from __future__ import annotations
@@ -14,22 +32,32 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import logging
+import math
 import os
+import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional
 
 import botocore.exceptions
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
+from s3transfer.utils import ChunksizeAdjuster
 
 from .errors import DeadlineExceeded, ImsHelperError, StorageError, VerificationError
 from .progress import Progress
 from .session import Deadline
-from .storage import S3Storage, describe_s3_error
+from .storage import ObjectInfo, S3Storage, describe_s3_error
 
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024
+
+#: Defaults measured on the benchmark machine (BENCHMARKS.md); config.OPTIONS and ImsHelper use the same values.
+DEFAULT_PART_SIZE = 8 * MIB
+DEFAULT_CONCURRENCY = 8
+
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -58,9 +86,44 @@ class UploadedObject:
 class TransferOptions:
     """How big the parts are, how many requests run at once, and what to hash."""
 
-    part_size: int = 16 * MIB
-    concurrency: int = 8
+    part_size: int = DEFAULT_PART_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
     sha256: bool = False
+
+    @property
+    def memory_bound(self) -> int:
+        """Most artifact bytes in memory at once: parts queued or sending, one being read, one small file.
+
+        This holds for files of up to 10,000 parts; S3 allows no more, so for
+        larger files s3transfer doubles the part size until they fit (``part_size_for``).
+        """
+        return self.part_size * (self.concurrency + 2)
+
+    def part_size_for(self, size: int) -> int:
+        """The part size a file of ``size`` bytes is sent in (larger than ``part_size`` past 10,000 parts)."""
+        return int(ChunksizeAdjuster().adjust_chunksize(self.part_size, size))
+
+    def parts(self, size: int) -> int:
+        """How many parts a file of ``size`` bytes is sent in (1 for a single PUT)."""
+        return max(1, math.ceil(size / self.part_size_for(size)))
+
+    def is_multipart(self, size: int) -> bool:
+        """True when a file of ``size`` bytes goes up as a multipart upload."""
+        return size > self.part_size
+
+
+def transfer_config(options: TransferOptions) -> TransferConfig:
+    """The s3transfer settings that give ``options``' parallelism and memory bound."""
+    return TransferConfig(
+        multipart_threshold=options.part_size,
+        multipart_chunksize=options.part_size,
+        max_request_concurrency=options.concurrency,
+        # One artifact is read at a time. Reading them side by side added a part
+        # to memory per artifact and, on 2 cores, was slower (BENCHMARKS.md).
+        max_submission_concurrency=1,
+        # Parts read ahead of the network: this is what bounds memory whatever the file size.
+        max_in_memory_upload_chunks=options.concurrency,
+    )
 
 
 class HashingReader:
@@ -100,6 +163,50 @@ class HashingReader:
         return self._sha256.hexdigest() if self._sha256 is not None else None
 
 
+#: How much of a part body is handed to the socket per write.
+SEND_BLOCK = 1 * MIB
+
+
+class _LargeBlockBody:
+    """A part body that gives the HTTP layer up to ``SEND_BLOCK`` bytes per read.
+
+    urllib3 streams a file-like body in 16 KiB reads, each passing through
+    s3transfer's progress callbacks and a socket write; for parts of several
+    MiB that Python loop costs as much CPU as a tenth of the md5. Larger reads
+    send the same bytes in 64 times fewer rounds.
+    """
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    def read(self, amount: int = -1) -> bytes:
+        """Read up to ``max(amount, SEND_BLOCK)`` bytes (all when negative)."""
+        data: bytes = self.body.read(amount if amount is None or amount < 0 else max(amount, SEND_BLOCK))
+        return data
+
+    def seek(self, *args: Any) -> Any:
+        """Rewind for a retry (botocore seeks to 0)."""
+        return self.body.seek(*args)
+
+    def tell(self) -> int:
+        """Position in the part."""
+        return int(self.body.tell())
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+    def close(self) -> None:
+        """Close the part body."""
+        self.body.close()
+
+
+def _send_part_bodies_in_large_blocks(request: Any, **kwargs: Any) -> None:
+    """botocore ``before-send`` hook for UploadPart: wrap the body (once, retries see the same request)."""
+    body = request.body
+    if body is not None and hasattr(body, "read") and not isinstance(body, _LargeBlockBody):
+        request.body = _LargeBlockBody(body)
+
+
 class _ProgressSubscriber(BaseSubscriber):
     """Forwards s3transfer's byte counts to a ``Progress`` and provides the transfer size up front."""
 
@@ -131,58 +238,68 @@ class ArtifactUploader:
         self.progress = progress or Progress()
         self.deadline = deadline or Deadline(None)
         self._cancelled = threading.Event()
+        # A small file is read whole before its PUT; one at a time keeps that inside the memory bound.
+        self._small_file_slot = threading.Semaphore(1)
+        storage.client.meta.events.register(
+            "before-send.s3.UploadPart", _send_part_bodies_in_large_blocks, unique_id="ims-large-send-blocks"
+        )
 
     def upload_all(self, uploads: List[ArtifactUpload]) -> List[UploadedObject]:
         """Upload every artifact at once; on the first failure cancel the rest and raise it.
 
-        s3transfer aborts the multipart uploads it cancels; the caller still sweeps
-        the prefix for any it could not abort (the server may be gone).
+        Results come back in the order of ``uploads``. s3transfer aborts the
+        multipart uploads it cancels; the caller still sweeps the prefix for any
+        it could not abort (the server may be gone).
         """
         if not uploads:
             return []
-        config = TransferConfig(
-            multipart_threshold=self.options.part_size,
-            multipart_chunksize=self.options.part_size,
-            max_request_concurrency=self.options.concurrency,
-            max_submission_concurrency=max(2, len(uploads)),
-            # Bytes read ahead of the network: this bounds memory whatever the file size.
-            max_in_memory_upload_chunks=self.options.concurrency,
-        )
-        manager = TransferManager(self.storage.client, config)
         succeeded = False
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(uploads), thread_name_prefix="artifact")
         try:
-            futures = [pool.submit(self._upload_one, manager, upload) for upload in uploads]
-            done, pending = concurrent.futures.wait(
-                futures, timeout=self.deadline.remaining(), return_when=concurrent.futures.FIRST_EXCEPTION
-            )
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
-            if pending:
-                raise DeadlineExceeded(
-                    f"the run's deadline of {self.deadline.seconds:g} s passed while uploading; raise --deadline"
-                )
-            results = [f.result() for f in futures]
+            # Leaving this block by an exception cancels every transfer still queued or running
+            # (s3transfer aborts their multipart uploads); leaving it normally waits for them.
+            # (TransferManager.shutdown(cancel=True) itself fails in s3transfer up to 0.19 at
+            # least: boto/s3transfer#143.)
+            with TransferManager(self.storage.client, transfer_config(self.options)) as manager:
+                try:
+                    results = self._run_all(pool, manager, uploads)
+                except BaseException:
+                    self._cancelled.set()
+                    raise
             succeeded = True
             return results
         finally:
-            if not succeeded:
-                self._cancelled.set()
-            # On failure this cancels queued and running transfers; s3transfer aborts their multipart uploads.
-            manager.shutdown(cancel=not succeeded, cancel_msg="publish failed")
             pool.shutdown(wait=True)
             self.progress.close(succeeded)
+
+    def _run_all(
+        self, pool: concurrent.futures.ThreadPoolExecutor, manager: TransferManager, uploads: List[ArtifactUpload]
+    ) -> List[UploadedObject]:
+        # Smallest first: s3transfer reads one artifact at a time, so the small ones
+        # are read (and start sending) at once instead of after the rootfs.
+        order = sorted(range(len(uploads)), key=lambda i: uploads[i].size)
+        futures = {i: pool.submit(self._upload_one, manager, uploads[i]) for i in order}
+        done, pending = concurrent.futures.wait(
+            futures.values(), timeout=self.deadline.remaining(), return_when=concurrent.futures.FIRST_EXCEPTION
+        )
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        if pending:
+            raise DeadlineExceeded(
+                f"the run's deadline of {self.deadline.seconds:g} s passed while uploading; raise --deadline"
+            )
+        return [futures[i].result() for i in range(len(uploads))]
 
     def _upload_one(self, manager: TransferManager, upload: ArtifactUpload) -> UploadedObject:
         self.progress.start(upload.name, upload.size)
         with open(upload.path, "rb") as handle:
             reader = HashingReader(handle, sha256=self.options.sha256)
-            if upload.size < self.options.part_size:
-                etag = self._put_small(upload, reader)
-            else:
+            if self.options.is_multipart(upload.size):
                 self._put_large(manager, upload, reader)
-                etag = ""
+                put_etag = ""
+            else:
+                put_etag = self._put_small(upload, reader)
         if reader.bytes_read != upload.size:
             raise VerificationError(
                 f"{upload.path} changed while it was read ({reader.bytes_read} bytes read, {upload.size} expected)"
@@ -190,15 +307,33 @@ class ArtifactUploader:
         info = self.storage.head(upload.key)
         if info is None:
             raise VerificationError(f"s3://{self.storage.bucket}/{upload.key} is missing right after its upload")
-        if info.size != upload.size or info.metadata.get("md5sum") != reader.md5:
-            raise VerificationError(
-                f"s3://{self.storage.bucket}/{upload.key} does not match {upload.path} "
-                f"(size {info.size} vs {upload.size}, md5 {info.metadata.get('md5sum')} vs {reader.md5})"
-            )
-        if etag and "-" not in info.etag and info.etag != etag:
-            raise VerificationError(f"s3://{self.storage.bucket}/{upload.key} changed after it was written")
+        self._verify(upload, reader, info, put_etag)
         self.progress.finish(upload.name)
         return UploadedObject(upload=upload, md5=reader.md5, etag=info.etag, sha256=reader.sha256)
+
+    def _verify(self, upload: ArtifactUpload, reader: HashingReader, info: ObjectInfo, put_etag: str) -> None:
+        """Compare what a HEAD says with what was sent: size, md5 and other metadata, type, ETag."""
+        where = f"s3://{self.storage.bucket}/{upload.key}"
+        expected = self._final_metadata(upload, reader)
+        wrong = [
+            f"{name} {info.metadata.get(name)!r} instead of {value!r}"
+            for name, value in expected.items()
+            if info.metadata.get(name) != value
+        ]
+        if info.size != upload.size:
+            wrong.insert(0, f"size {info.size} instead of {upload.size}")
+        if info.content_type and info.content_type != upload.content_type:
+            wrong.append(f"type {info.content_type!r} instead of {upload.content_type!r}")
+        # A multipart ETag is the md5 of the part md5s plus "-N"; it cannot be checked against
+        # the file's md5 without hashing every part again, but its part count can.
+        multipart = _MULTIPART_ETAG.match(info.etag)
+        if put_etag and info.etag != put_etag:
+            # A single PUT's ETag is the md5 of its body; another one means another writer.
+            wrong.append(f"ETag {info.etag} instead of {put_etag} (the object changed after it was written)")
+        elif multipart and int(multipart.group(1)) != self.options.parts(upload.size):
+            wrong.append(f"ETag {info.etag} is of {multipart.group(1)} parts, not {self.options.parts(upload.size)}")
+        if wrong:
+            raise VerificationError(f"{where} does not match {upload.path}: {'; '.join(wrong)}")
 
     def _final_metadata(self, upload: ArtifactUpload, reader: HashingReader) -> Dict[str, str]:
         metadata = dict(upload.metadata)
@@ -208,11 +343,12 @@ class ArtifactUploader:
         return metadata
 
     def _put_small(self, upload: ArtifactUpload, reader: HashingReader) -> str:
-        data = reader.read()
-        self._check_running(upload)
-        etag = self.storage.put_bytes(upload.key, data, upload.content_type, self._final_metadata(upload, reader))
-        self.progress.advance(upload.name, len(data))
-        return etag
+        with self._small_file_slot:
+            self._check_running(upload)
+            data = reader.read()
+            etag = self.storage.put_bytes(upload.key, data, upload.content_type, self._final_metadata(upload, reader))
+            self.progress.advance(upload.name, len(data))
+            return etag
 
     def _put_large(self, manager: TransferManager, upload: ArtifactUpload, reader: HashingReader) -> None:
         self._check_running(upload)
@@ -236,9 +372,11 @@ class ArtifactUploader:
                 raise StorageError(f"upload of {upload.path} was cancelled") from None
             raise StorageError(f"upload of {upload.path} failed: {type(err).__name__}: {err}") from None
         self._check_running(upload)
+        started = time.monotonic()
         self.storage.replace_metadata(
             upload.key, upload.content_type, self._final_metadata(upload, reader), upload.size
         )
+        LOGGER.debug("%s: md5sum metadata set by a copy in place in %.3f s", upload.name, time.monotonic() - started)
 
     def _check_running(self, upload: ArtifactUpload) -> None:
         if self._cancelled.is_set():

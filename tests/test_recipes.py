@@ -1,7 +1,7 @@
 """Loading recipes through the real CLI: idempotent, gzipped tarballs only, checked through S3 and the IMS API.
 
 S3 traffic goes through a counting proxy (``s3_proxy.py``), so "uploads
-nothing" is measured, not assumed. Run alone with ``python tests/test_recipes.py``.
+nothing" is measured, not assumed. Run alone with ``pytest tests/test_recipes.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -337,7 +336,3 @@ def test_malformed_recipe_arguments_are_usage_errors(argv, message, run_cli, tmp
     assert result.code == 2
     assert message in result.stderr
     assert snapshot() == before
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-v"]))

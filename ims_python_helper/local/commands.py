@@ -86,6 +86,12 @@ def _add_stack_options(parser: argparse.ArgumentParser) -> None:
         metavar="MB",
         help="Ceph only: RAM for object data, in MiB (default: Ceph's own)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve IMS, the token endpoint and S3 over HTTPS with a test CA kept in the data directory "
+        "(also exports CA_CERT and S3_SSL_VERIFY pointing at it)",
+    )
 
 
 def _make_stack(args: argparse.Namespace) -> LocalStack:
@@ -93,7 +99,11 @@ def _make_stack(args: argparse.Namespace) -> LocalStack:
 
     memstore_bytes = args.memstore_mb * 1024 * 1024 if args.memstore_mb else None
     return LocalStack(
-        data_dir=args.data_dir, s3=args.s3, token_lifetime=args.token_lifetime, memstore_bytes=memstore_bytes
+        data_dir=args.data_dir,
+        s3=args.s3,
+        token_lifetime=args.token_lifetime,
+        memstore_bytes=memstore_bytes,
+        tls=bool(getattr(args, "tls", False)),
     )
 
 
@@ -171,7 +181,10 @@ def run_demo(args: argparse.Namespace) -> int:
             return completed.returncode or 1
         token = _fetch_token(requests, stack.env())
         response = requests.get(
-            f"{stack.env()['IMS_URL']}/images/{image_id}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+            f"{stack.env()['IMS_URL']}/images/{image_id}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+            verify=stack.verify,
         )
         link = response.json().get("link") if response.status_code == 200 else None
         if link:
@@ -238,6 +251,7 @@ def _fetch_token(requests: Any, env: Dict[str, str]) -> str:
         data={"grant_type": "client_credentials"},
         auth=(env["OAUTH_CLIENT_ID"], env["OAUTH_CLIENT_SECRET"]),
         timeout=10,
+        verify=env.get("CA_CERT") or True,
     )
     response.raise_for_status()
     return str(response.json()["access_token"])

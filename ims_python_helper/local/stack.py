@@ -16,13 +16,14 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Optional, TypeVar
+from typing import Any, Dict, Optional, TypeVar, Union
 
 import requests
 
 from ims_python_helper.local.ims_server import ImsServer
 from ims_python_helper.local.moto_s3 import MotoS3, persistent_secret
 from ims_python_helper.local.s3backend import S3Backend
+from ims_python_helper.local.tls import LocalCA, TlsRelay
 from ims_python_helper.local.token_server import TokenServer
 from ims_python_helper.local.tokens import TokenSigner
 
@@ -57,6 +58,11 @@ class LocalStack:
     ``s3`` picks the engine: ``"moto"``, ``"ceph"`` or ``"auto"`` (Ceph when
     its daemons are installed, else moto). An ``s3_backend`` passed in is used
     as is: the caller has started it and stops it; the stack does neither.
+
+    With ``tls`` every endpoint speaks HTTPS with a certificate from a test CA
+    kept in ``data_dir/tls`` (``ca_path``): IMS and the token endpoint directly,
+    S3 through a TLS relay in front of the engine; ``env()`` then also exports
+    ``CA_CERT`` and ``S3_SSL_VERIFY`` pointing at the CA.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class LocalStack:
         token_lifetime: int = 300,
         s3_backend: Optional[S3Backend] = None,
         memstore_bytes: Optional[int] = None,
+        tls: bool = False,
     ) -> None:
         if s3 not in S3_ENGINES:
             raise ValueError(f"unknown S3 engine {s3!r}; choose one of {', '.join(S3_ENGINES)}")
@@ -78,6 +85,11 @@ class LocalStack:
         self.tokens: Optional[TokenServer] = None
         self.ims: Optional[ImsServer] = None
         self.signer: Optional[TokenSigner] = None
+        self.tls = tls
+        #: The test CA's certificate (PEM) when ``tls``; clients pass it as --cert / CA_CERT / S3_SSL_VERIFY.
+        self.ca_path: Optional[Path] = None
+        #: The HTTPS front of the S3 engine when ``tls``.
+        self.s3_relay: Optional[TlsRelay] = None
         self.job_id = ""
         self.client_id = CLIENT_ID
         self.client_secret = ""
@@ -103,15 +115,28 @@ class LocalStack:
             self.client_secret = persistent_secret(self.data_dir / "oauth-client-secret")
             signing_key = persistent_secret(self.data_dir / "token-signing-key").encode("utf-8")
             self.signer = TokenSigner(signing_key)
+            context = None
+            if self.tls:
+                ca = LocalCA(self.data_dir / "tls")
+                self.ca_path = ca.ca_path
+                context = ca.server_context()
 
             if self._owns_s3:
                 self.s3 = self._make_s3_backend()
                 self.s3.start()
             s3 = self._require(self.s3)
+            if context is not None:
+                self.s3_relay = TlsRelay(s3.endpoint, context)
+                self.s3_relay.start()
 
-            self.tokens = TokenServer({CLIENT_ID: self.client_secret}, self.signer, lifetime=self._token_lifetime)
+            self.tokens = TokenServer(
+                {CLIENT_ID: self.client_secret}, self.signer, lifetime=self._token_lifetime, ssl_context=context
+            )
             self.tokens.start()
-            self.ims = ImsServer(self.data_dir, s3.endpoint, s3.access_key, s3.secret_key, self.signer.verify)
+            # IMS checks links against the engine directly: that traffic never leaves the machine.
+            self.ims = ImsServer(
+                self.data_dir, s3.endpoint, s3.access_key, s3.secret_key, self.signer.verify, ssl_context=context
+            )
             self.ims.start()
             self.job_id = self._create_job()
         except BaseException:
@@ -129,6 +154,9 @@ class LocalStack:
                     server.stop()
                 except Exception:
                     log.warning("stopping a local server failed", exc_info=True)
+        if self.s3_relay is not None:
+            self.s3_relay.stop()
+            self.s3_relay = None
         if self._owns_s3 and self.s3 is not None:
             try:
                 self.s3.stop()
@@ -150,17 +178,32 @@ class LocalStack:
     def env(self) -> Dict[str, str]:
         """The environment variables that point the client at this stack."""
         ims, tokens, s3 = self._require(self.ims), self._require(self.tokens), self._require(self.s3)
-        return {
+        env = {
             "IMS_URL": ims.url,
             "OAUTH_CLIENT_ID": self.client_id,
             "OAUTH_CLIENT_SECRET": self.client_secret,
             "OAUTH_CLIENT_ENDPOINT": tokens.url,
-            "S3_ENDPOINT": s3.endpoint,
+            "S3_ENDPOINT": self.s3_endpoint,
             "S3_ACCESS_KEY": s3.access_key,
             "S3_SECRET_KEY": s3.secret_key,
             "S3_BUCKET": IMAGE_BUCKET,
             "IMS_JOB_ID": self.job_id,
         }
+        if self.ca_path is not None:
+            env["CA_CERT"] = str(self.ca_path)
+            env["S3_SSL_VERIFY"] = str(self.ca_path)
+        return env
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The S3 URL clients use: the TLS relay's with ``tls``, else the engine's own."""
+        s3 = self._require(self.s3)
+        return self.s3_relay.endpoint if self.s3_relay is not None else s3.endpoint
+
+    @property
+    def verify(self) -> Union[bool, str]:
+        """What to pass as requests' ``verify`` when talking to this stack."""
+        return str(self.ca_path) if self.ca_path is not None else True
 
     def issue_token(self, lifetime: Optional[int] = None) -> str:
         """A bearer token for the stack's client, made without a round trip to the token endpoint."""
@@ -191,7 +234,11 @@ class LocalStack:
         }
         # Through the HTTP API, so a broken server shows up at start-up, not in the client.
         response = requests.post(
-            f"{ims.url}/jobs", json=body, headers={"Authorization": f"Bearer {self.issue_token(60)}"}, timeout=10
+            f"{ims.url}/jobs",
+            json=body,
+            headers={"Authorization": f"Bearer {self.issue_token(60)}"},
+            timeout=10,
+            verify=self.verify,
         )
         if response.status_code != 201:
             raise RuntimeError(f"local IMS refused to create the job record: HTTP {response.status_code}")

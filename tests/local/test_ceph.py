@@ -46,7 +46,7 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
 
 
 @pytest.fixture(scope="session")
-def s3(rgw: CephRgw) -> Any:
+def rgw_s3(rgw: CephRgw) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=rgw.endpoint,
@@ -84,33 +84,33 @@ def test_start_gives_a_loopback_endpoint_and_credentials(rgw: CephRgw) -> None:
     assert rgw.conf.is_file()
 
 
-def test_start_creates_default_buckets(s3: Any) -> None:
-    names = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+def test_start_creates_default_buckets(rgw_s3: Any) -> None:
+    names = {bucket["Name"] for bucket in rgw_s3.list_buckets()["Buckets"]}
     assert set(DEFAULT_BUCKETS) <= names
 
 
-def test_put_get_round_trip_keeps_body_and_metadata(s3: Any) -> None:
+def test_put_get_round_trip_keeps_body_and_metadata(rgw_s3: Any) -> None:
     body = os.urandom(300 * 1024)
     md5 = hashlib.md5(body).hexdigest()
-    s3.put_object(Bucket="boot-images", Key="roundtrip/kernel", Body=body, Metadata={"md5sum": md5})
+    rgw_s3.put_object(Bucket="boot-images", Key="roundtrip/kernel", Body=body, Metadata={"md5sum": md5})
 
-    got = s3.get_object(Bucket="boot-images", Key="roundtrip/kernel")
+    got = rgw_s3.get_object(Bucket="boot-images", Key="roundtrip/kernel")
 
     assert got["Body"].read() == body
     assert got["Metadata"] == {"md5sum": md5}
     assert got["ETag"].strip('"') == md5  # a single PUT's ETag is the body's md5
 
 
-def test_multipart_upload_etag_is_md5_of_part_md5s_with_part_count(s3: Any, tmp_path: Path) -> None:
+def test_multipart_upload_etag_is_md5_of_part_md5s_with_part_count(rgw_s3: Any, tmp_path: Path) -> None:
     part = 5 * MiB
     data = os.urandom(2 * part + 1024)
     path = tmp_path / "rootfs"
     path.write_bytes(data)
     config = TransferConfig(multipart_threshold=part, multipart_chunksize=part)
 
-    s3.upload_file(str(path), "boot-images", "multipart/rootfs", Config=config, ExtraArgs={"Metadata": {"k": "v"}})
+    rgw_s3.upload_file(str(path), "boot-images", "multipart/rootfs", Config=config, ExtraArgs={"Metadata": {"k": "v"}})
 
-    head = s3.head_object(Bucket="boot-images", Key="multipart/rootfs")
+    head = rgw_s3.head_object(Bucket="boot-images", Key="multipart/rootfs")
     part_md5s = b"".join(hashlib.md5(data[i : i + part]).digest() for i in range(0, len(data), part))
     assert head["ETag"].strip('"') == f"{hashlib.md5(part_md5s).hexdigest()}-3"
     assert head["Metadata"] == {"k": "v"}

@@ -1,0 +1,353 @@
+"""The upload engine against the real local stack, over real sockets.
+
+Each artifact is read once; a multipart upload stores the file's md5 (and
+SHA-256) and an ETag of the right number of parts; memory does not grow with
+the file; a failed multipart upload leaves no upload and no object behind; and
+progress is reported as log lines (pods) or bars (terminals) with a summary.
+Faults and slow links come from the fault proxy in ``tests/faults``, never from
+mocking boto3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+
+from ims_python_helper.errors import StorageError
+from ims_python_helper.local.stack import LocalStack
+from ims_python_helper.progress import LogProgress
+from ims_python_helper.session import Deadline
+from ims_python_helper.storage import S3Settings, S3Storage
+from ims_python_helper.transfer import (
+    ArtifactUpload,
+    ArtifactUploader,
+    TransferOptions,
+    transfer_config,
+)
+from tests.conftest import ROOT, Artifacts, CliRunner, Snapshot, make_artifacts
+from tests.faults.proxy import Fault, FaultProxy
+
+MIB = 1024 * 1024
+BUCKET = "boot-images"
+ROOTFS_TYPE = "application/vnd.cray.image.rootfs.squashfs"
+#: Small parts so test files of a few MiB go up as multipart uploads.
+PART_MIB = 5
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One CLI run as a child process: its exit status, bytes it read, and its peak memory."""
+
+    code: int
+    rchar: int
+    peak_rss: int
+    output: str
+
+
+def run_cli_measured(argv: List[str], env: Dict[str, str], log: Path) -> ChildRun:
+    """Run ``python -m ims_python_helper ARGV`` and read its /proc counters before it is reaped.
+
+    ``rchar`` counts every byte the process read through read(2) (files, not
+    sockets); ``VmHWM`` is its peak resident memory since exec, sampled while it runs.
+    """
+    peak_kib = 0
+    with open(log, "w+") as output:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ims_python_helper", *argv], env=env, cwd=ROOT, stdout=output, stderr=output
+        )
+        while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+            # A process that has just exited has no VmHWM any more; its peak was seen before.
+            high_water = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{child.pid}/status").read_text())
+            if high_water:
+                peak_kib = max(peak_kib, int(high_water.group(1)))
+            time.sleep(0.01)
+        io = Path(f"/proc/{child.pid}/io").read_text()
+        rchar = int(re.search(r"rchar:\s+(\d+)", io).group(1))  # type: ignore[union-attr]
+        code = child.wait()
+        output.seek(0)
+        return ChildRun(code, rchar, peak_kib * 1024, output.read())
+
+
+def storage_for(stack: LocalStack, endpoint: str = "") -> S3Storage:
+    """The client's own S3 storage on the stack (or on a proxy in front of it)."""
+    assert stack.s3 is not None
+    return S3Storage(
+        S3Settings(
+            endpoint=endpoint or stack.s3.endpoint,
+            bucket=BUCKET,
+            access_key=stack.s3.access_key,
+            secret_key=stack.s3.secret_key,
+            max_attempts=2,
+        )
+    )
+
+
+def uploads_of(artifacts: Artifacts, prefix: str, *names: str) -> List[ArtifactUpload]:
+    """``ArtifactUpload``s of the sample files under ``prefix``."""
+    return [
+        ArtifactUpload(
+            name, str(artifacts.paths[name]), f"{prefix}{name}", ROOTFS_TYPE, artifacts.paths[name].stat().st_size
+        )
+        for name in names
+    ]
+
+
+def keys_under(s3: Any, prefix: str) -> List[str]:
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def open_uploads(s3: Any, prefix: str = "") -> List[str]:
+    listing = s3.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
+    return [upload["Key"] for upload in listing.get("Uploads", [])]
+
+
+def md5_of_object(s3: Any, key: str) -> str:
+    digest = hashlib.md5()
+    for chunk in s3.get_object(Bucket=BUCKET, Key=key)["Body"].iter_chunks(MIB):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def s3_proxy(stack: LocalStack) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the stack's S3."""
+    assert stack.s3 is not None
+    with FaultProxy(stack.s3.endpoint, name="s3") as proxy:
+        yield proxy
+
+
+# -- one read, one md5 ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_and_large_runs(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Tuple[ChildRun, ChildRun, int]:
+    """Two CLI runs (child processes) that differ only in the rootfs size, 16 or 176 MiB; and that difference."""
+    tmp_path = tmp_path_factory.mktemp("measured")
+    stack_env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "OAUTH_", "IMS_", "CA_CERT"))}
+    stack_env.update(stack.env(), IMS_PROGRESS="log")
+    runs = []
+    sizes = (16 * MIB, 176 * MIB)
+    for size in sizes:
+        files = make_artifacts(tmp_path / f"rootfs-{size}", rootfs_size=size, seed=size)
+        argv = ["image", "upload_artifacts", f"measured-{uuid.uuid4().hex[:8]}", *files.flags("rootfs", "kernel")]
+        argv += ["--part-size", str(PART_MIB), "--concurrency", "2"]
+        run = run_cli_measured(argv, stack_env, tmp_path / f"run-{size}.log")
+        assert run.code == 0, run.output
+        runs.append(run)
+    return runs[0], runs[1], sizes[1] - sizes[0]
+
+
+def test_each_artifact_is_read_from_disk_once(small_and_large_runs: Tuple[ChildRun, ChildRun, int]) -> None:
+    small, large, extra = small_and_large_runs
+    # Interpreter and library files are read alike in both runs; 160 MiB more rootfs is 160 MiB more read.
+    assert abs((large.rchar - small.rchar) - extra) < 0.01 * extra, (large.rchar - small.rchar, extra)
+
+
+def test_memory_does_not_grow_with_the_file(small_and_large_runs: Tuple[ChildRun, ChildRun, int]) -> None:
+    small, large, extra = small_and_large_runs
+    bound = TransferOptions(part_size=PART_MIB * MIB, concurrency=2).memory_bound
+    # Ten times the file, the same peak give or take the engine's bound (not the 160 MiB the file grew by).
+    assert large.peak_rss - small.peak_rss < bound, (small.peak_rss, large.peak_rss)
+    assert large.peak_rss - small.peak_rss < extra / 4
+
+
+def test_transfer_config_bounds_parts_in_memory_by_concurrency() -> None:
+    options = TransferOptions(part_size=8 * MIB, concurrency=3)
+    config = transfer_config(options)
+    assert config.multipart_chunksize == config.multipart_threshold == 8 * MIB
+    assert config.max_request_concurrency == 3
+    assert config.max_in_memory_upload_chunks == 3
+    assert config.max_submission_concurrency == 1
+    assert options.memory_bound == 8 * MIB * 5
+
+
+def test_multipart_upload_records_the_md5_of_the_whole_file(run_cli: CliRunner, artifacts: Artifacts, s3: Any) -> None:
+    result = run_cli(
+        "image",
+        "upload_artifacts",
+        f"multipart-{uuid.uuid4().hex[:8]}",
+        *artifacts.flags("rootfs", "kernel", "initrd"),
+        "--part-size",
+        str(PART_MIB),
+        "--sha256",
+    )
+    assert result.code == 0, result.stderr
+    entries = {entry["type"]: entry for entry in result.json["ims_image_artifacts"]}
+    rootfs = entries[ROOTFS_TYPE]
+    key = rootfs["link"]["path"].split(f"s3://{BUCKET}/", 1)[1]
+    head = s3.head_object(Bucket=BUCKET, Key=key)
+    local = artifacts.md5("rootfs")
+    size = artifacts.paths["rootfs"].stat().st_size
+    parts = -(-size // (PART_MIB * MIB))
+    assert parts > 1
+    assert rootfs["md5"] == head["Metadata"]["md5sum"] == local == md5_of_object(s3, key)
+    assert head["Metadata"]["sha256sum"] == hashlib.sha256(artifacts.paths["rootfs"].read_bytes()).hexdigest()
+    assert head["ETag"].strip('"') == rootfs["link"]["etag"]
+    # Ceph RGW keeps the multipart ETag (md5 of the part md5s, "-N") through the copy that adds
+    # the metadata; AWS and moto give the copy a fresh ETag, the md5 of the stored bytes.
+    assert rootfs["link"]["etag"] == local or rootfs["link"]["etag"].endswith(f"-{parts}")
+    assert head["ContentLength"] == size
+    assert head["ContentType"] == ROOTFS_TYPE
+    # A file smaller than a part is one PUT: its ETag is its md5.
+    kernel = entries["application/vnd.cray.image.kernel"]
+    assert kernel["link"]["etag"] == kernel["md5"] == artifacts.md5("kernel")
+
+
+# -- failures leave nothing behind --------------------------------------------------------
+
+
+def test_failed_multipart_upload_is_aborted_by_the_engine(
+    stack: LocalStack, s3_proxy: FaultProxy, artifacts: Artifacts, s3: Any
+) -> None:
+    prefix = f"transfer-test/{uuid.uuid4()}/"
+    # Every attempt at part 3 has its connection cut, after parts 1 and 2 went through.
+    s3_proxy.add(Fault(action="drop", method="PUT", path=r"partNumber=3(&|$)"))
+    uploader = ArtifactUploader(storage_for(stack, s3_proxy.url), TransferOptions(part_size=PART_MIB * MIB))
+
+    with pytest.raises(StorageError, match=r"upload of .*rootfs.* failed"):
+        uploader.upload_all(uploads_of(artifacts, prefix, "rootfs", "kernel"))
+
+    assert s3_proxy.count(method="POST", path=r"\?uploads") == 1  # the multipart upload was started
+    assert s3_proxy.count(method="PUT", path=r"partNumber=1(&|$)") == 1
+    assert s3_proxy.count(method="DELETE", path=r"uploadId=") >= 1  # and aborted, by s3transfer itself
+    assert open_uploads(s3, prefix) == []
+    assert [k for k in keys_under(s3, prefix) if k.endswith("rootfs")] == []
+
+
+def test_a_failed_upload_cancels_and_aborts_the_multipart_uploads_of_the_others(
+    stack: LocalStack, s3_proxy: FaultProxy, artifacts: Artifacts, s3: Any, tmp_path: Path
+) -> None:
+    prefix = f"transfer-test/{uuid.uuid4()}/"
+    initrd = tmp_path / "initrd-large"
+    initrd.write_bytes(os.urandom(3 * PART_MIB * MIB))
+    large_initrd = ArtifactUpload("initrd", str(initrd), f"{prefix}initrd", ROOTFS_TYPE, initrd.stat().st_size)
+    uploads = [*uploads_of(artifacts, prefix, "rootfs"), large_initrd]
+    # The initrd's parts crawl (it is read first, being smaller), so it is still going when the rootfs fails.
+    s3_proxy.add(Fault(action="delay", delay=3.0, method="PUT", path=r"initrd\?.*partNumber="))
+    s3_proxy.add(Fault(action="drop", method="PUT", path=r"rootfs\?.*partNumber=2(&|$)"))
+    uploader = ArtifactUploader(
+        storage_for(stack, s3_proxy.url), TransferOptions(part_size=PART_MIB * MIB, concurrency=8)
+    )
+
+    with pytest.raises(StorageError, match=r"rootfs"):
+        uploader.upload_all(uploads)
+
+    assert s3_proxy.count(method="POST", path=r"initrd\?uploads") == 1  # its multipart upload had begun
+    assert s3_proxy.count(method="POST", path=r"initrd\?.*uploadId=") == 0  # and was never completed
+    assert s3_proxy.count(method="DELETE", path=r"initrd\?uploadId=") == 1  # but aborted
+    assert open_uploads(s3, prefix) == []
+    assert keys_under(s3, prefix) == []
+
+
+def test_failed_multipart_upload_leaves_no_upload_and_no_object_of_the_run(
+    run_cli: CliRunner, s3_proxy: FaultProxy, artifacts: Artifacts, s3: Any, snapshot: Any
+) -> None:
+    before: Snapshot = snapshot()
+    s3_proxy.add(Fault(action="drop", method="PUT", path=r"partNumber=2(&|$)"))
+
+    result = run_cli(
+        "image",
+        "upload_artifacts",
+        f"cut-{uuid.uuid4().hex[:8]}",
+        *artifacts.flags("rootfs", "kernel", "initrd"),
+        "--part-size",
+        str(PART_MIB),
+        env={"S3_ENDPOINT": s3_proxy.url},
+    )
+
+    assert result.code == 1, result.stderr
+    assert result.json["result"] == "failure"
+    assert s3_proxy.count(method="POST", path=r"\?uploads") >= 1
+    assert s3_proxy.faults_fired >= 1
+    assert open_uploads(s3) == []
+    assert snapshot() == before  # no image record, object or multipart upload of the run is left
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def test_pod_progress_logs_each_artifact_at_most_every_interval_and_a_summary(
+    stack: LocalStack, s3_proxy: FaultProxy, artifacts: Artifacts, s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    interval = 0.3
+    # Bytes per second: the 24 MiB rootfs takes about 3 s. Progress counts bytes handed to the
+    # socket, and the kernel buffers several MiB per connection, so one connection at a time
+    # keeps most of the file behind the throttle.
+    s3_proxy.throttle.rate = 8 * MIB
+    logger = logging.getLogger("test_transfer.progress")
+    prefix = f"transfer-test/{uuid.uuid4()}/"
+    uploader = ArtifactUploader(
+        storage_for(stack, s3_proxy.url),
+        TransferOptions(part_size=PART_MIB * MIB, concurrency=1),
+        LogProgress(interval=interval, logger=logger),
+        Deadline(60),
+    )
+    uploads = uploads_of(artifacts, prefix, "rootfs", "kernel")
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            uploader.upload_all(uploads)
+    finally:
+        for key in keys_under(s3, prefix):
+            s3.delete_object(Bucket=BUCKET, Key=key)
+
+    records = [r for r in caplog.records if r.name == logger.name]
+    periodic = re.compile(r"^rootfs: (\d+) of (\d+) bytes \((\d+)%\), ([\d.]+) MB/s$")
+    lines = [(r.created, periodic.match(r.getMessage())) for r in records if periodic.match(r.getMessage())]
+    assert len(lines) >= 2, [r.getMessage() for r in records]
+    size = uploads[0].size
+    for (earlier, _), (later, _) in zip(lines, lines[1:]):
+        assert later - earlier >= interval * 0.99
+    for _, match in lines:
+        done, total, percent, rate = int(match[1]), int(match[2]), int(match[3]), float(match[4])
+        assert total == size and 0 <= done <= size and percent == round(100 * done / size) and rate > 0
+    messages = [r.getMessage() for r in records]
+    assert any(re.match(r"^rootfs: stored \d+ bytes in [\d.]+ s \([\d.]+ MB/s\)$", m) for m in messages)
+    total = sum(u.size for u in uploads)
+    assert re.match(rf"^uploaded {total} bytes in [\d.]+ s \([\d.]+ MB/s\)$", messages[-1]), messages[-1]
+
+
+def test_cli_without_a_terminal_logs_lines_and_a_summary(run_cli: CliRunner, artifacts: Artifacts) -> None:
+    result = run_cli(
+        "image",
+        "upload_artifacts",
+        f"log-{uuid.uuid4().hex[:8]}",
+        *artifacts.flags("rootfs", "kernel"),
+        env={"IMS_PROGRESS": "auto"},  # stderr is not a terminal here, as in a pod
+    )
+    assert result.code == 0, result.stderr
+    total = sum(artifacts.paths[name].stat().st_size for name in ("rootfs", "kernel"))
+    assert re.search(r"rootfs: stored \d+ bytes in [\d.]+ s \([\d.]+ MB/s\)", result.stderr)
+    assert re.search(rf"uploaded {total} bytes in [\d.]+ s \([\d.]+ MB/s\)", result.stderr)
+    assert "\r" not in result.stderr  # no bars
+
+
+def test_cli_draws_bars_when_asked(run_cli: CliRunner, artifacts: Artifacts) -> None:
+    pytest.importorskip("tqdm")
+    result = run_cli(
+        "image",
+        "upload_artifacts",
+        f"bars-{uuid.uuid4().hex[:8]}",
+        *artifacts.flags("rootfs", "kernel"),
+        "--progress",
+        "bar",
+    )
+    assert result.code == 0, result.stderr
+    assert re.search(r"rootfs: *100%\|", result.stderr), result.stderr
+    assert re.search(r"kernel: *100%\|", result.stderr)
+    assert re.search(r"total: *100%\|", result.stderr)
+    assert re.search(r"uploaded \d+ bytes in [\d.]+ s \([\d.]+ MB/s\)", result.stderr)
