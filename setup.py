@@ -26,7 +26,7 @@ setup(
     install_requires=requirements("requirements.txt"),
     extras_require={
         # The embedded local stack: a real S3 server process (moto in server mode).
-        "local": ["moto[s3]>=5.0", "flask", "flask-cors"],
+        "local": ["moto[s3]>=5.0", "flask", "flask-cors", "trustme>=1.0"],
         # Progress bars on a terminal (pods get log lines without it).
         "progress": ["tqdm>=4.60"],
     },

@@ -679,6 +679,8 @@ class ImsHelper:
         try:
             upload = ArtifactUpload("recipe", path, key, RECIPE_ARTIFACT_TYPE, size, {})
             stored = ArtifactUploader(self.storage, self.transfer, self.progress, self.deadline).upload_all([upload])
+            # A CreateMultipartUpload whose answer was lost leaves an upload nobody completes; sweep it.
+            self.storage.abort_multipart_uploads(key)
             patch: Dict[str, Any] = {"link": ArtifactLink.s3(self.s3_bucket, key, stored[0].etag).to_dict()}
             if not created:
                 # A record left by an earlier run gets what this run asked for, so the next run finds it.

@@ -84,7 +84,7 @@ def _add_stack_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="MB",
-        help="Ceph only: RAM for object data, in MiB (default: Ceph's own)",
+        help="Ceph only: RAM for object data, in MiB (default: 2048, or IMS_LOCAL_CEPH_MEMSTORE_MB)",
     )
     parser.add_argument(
         "--tls",

@@ -266,10 +266,11 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
+        # Recorded before the body goes out, so a client holding the answer always finds the record.
+        self.after_reply(status)
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
-        self.after_reply(status)
 
     def send_problem(self, status: int, title: str, detail: str, headers: Optional[Mapping[str, str]] = None) -> None:
         """Send an RFC 7807 problem body."""
