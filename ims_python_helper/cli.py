@@ -62,26 +62,23 @@ class StoreOnce(argparse.Action):
     ) -> None:
         if getattr(namespace, self.dest, None) is not None:
             raise UsageError(f"{option_string} was given more than once; give it once")
-        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest, self.stored_value(values))
+
+    def stored_value(self, values: Any) -> Any:
+        """What the option stores: its value."""
+        return values
 
 
-class SwitchOnce(argparse.Action):
+class SwitchOnce(StoreOnce):
     """A flag without a value (stored as True), also refused when repeated."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         kwargs.setdefault("nargs", 0)
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: Optional[str] = None,
-    ) -> None:
-        if getattr(namespace, self.dest, None) is not None:
-            raise UsageError(f"{option_string} was given more than once; give it once")
-        setattr(namespace, self.dest, True)
+    def stored_value(self, values: Any) -> Any:
+        """A switch stores True."""
+        return True
 
 
 def uuid_argument(text: str) -> str:

@@ -29,6 +29,8 @@ from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from ims_python_helper.artifacts import SQUASHFS_ARTIFACT_TYPE
+from ims_python_helper.config import ARCHES
+from ims_python_helper.helper import JOB_STATUSES
 from ims_python_helper.local.token_server import JsonRequestHandler, LoopbackHTTPServer
 
 log = logging.getLogger(__name__)
@@ -43,19 +45,6 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 REQUEST_LOG_NAME = "ims-requests.log"
 
 COLLECTIONS = ("images", "recipes", "jobs")
-ARCHES = ("x86_64", "aarch64")
-JOB_STATUSES = (
-    "creating",
-    "fetching_image",
-    "fetching_recipe",
-    "waiting_for_repos",
-    "building_image",
-    "packaging_artifacts",
-    "waiting_on_user",
-    "error",
-    "success",
-)
-
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
