@@ -23,6 +23,7 @@ from botocore.config import Config
 
 from ims_python_helper.cli import Environment, main
 from ims_python_helper.local.stack import LocalStack
+from tests.s3_proxy import CountingS3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,6 +134,14 @@ def run_cli_process(stack_env: Dict[str, str]) -> CliRunner:
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+@pytest.fixture
+def s3_proxy(stack: LocalStack) -> Iterator[CountingS3Proxy]:
+    """A counting proxy in front of the stack's S3 (point S3_ENDPOINT at ``.endpoint``)."""
+    assert stack.s3 is not None
+    with CountingS3Proxy(stack.s3.endpoint) as proxy:
+        yield proxy
 
 
 @pytest.fixture

@@ -122,14 +122,6 @@ class Publisher:
 
 
 @pytest.fixture
-def s3_proxy(stack: LocalStack) -> Iterator[CountingS3Proxy]:
-    """A counting proxy in front of the stack's S3."""
-    assert stack.s3 is not None
-    with CountingS3Proxy(stack.s3.endpoint) as proxy:
-        yield proxy
-
-
-@pytest.fixture
 def publisher(stack: LocalStack, s3_proxy: CountingS3Proxy, tmp_path: Path) -> Publisher:
     """Publishes with S3 traffic going through ``s3_proxy``."""
     return Publisher(stack_environment(stack), s3_proxy.endpoint, tmp_path)

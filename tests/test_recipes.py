@@ -11,13 +11,11 @@ import hashlib
 import io
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
-from ims_python_helper.local.stack import LocalStack
 from tests.conftest import CliResult
-from tests.s3_proxy import CountingS3Proxy
 
 RECIPE_FILES = {"config.xml": b"<image schemaversion='7.4' name='compute'/>\n", "root/etc/motd": b"welcome\n" * 64}
 TEMPLATES = ("CSM_RELEASE_VERSION=1.5.0", "SLES_MIRROR=https://mirror.example/sles")
@@ -42,14 +40,6 @@ def change_gzip_header_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[4] ^= 0x01
     path.write_bytes(bytes(data))
-
-
-@pytest.fixture
-def s3_proxy(stack: LocalStack) -> Iterator[CountingS3Proxy]:
-    """A counting proxy in front of the stack's S3."""
-    assert stack.s3 is not None
-    with CountingS3Proxy(stack.s3.endpoint) as proxy:
-        yield proxy
 
 
 @pytest.fixture
