@@ -325,11 +325,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and status not in (204, 304):
             out.append(f"Content-Length: {len(body)}\r\n")
         out.append("\r\n")
-        self.wfile.write("".join(out).encode("latin-1"))
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.wfile.flush()
+        # Recorded before the answer goes out: a client holding the answer must find it counted.
         exchange.status = status
+        try:
+            self.wfile.write("".join(out).encode("latin-1"))
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            self.wfile.flush()
+        except OSError:
+            exchange.status = 0  # the client never got it
+            raise
 
 
 class FaultProxy:
