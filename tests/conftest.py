@@ -22,6 +22,7 @@ import requests
 from botocore.config import Config
 
 from ims_python_helper.cli import Environment, main
+from ims_python_helper.local.s3backend import S3Backend
 from ims_python_helper.local.stack import LocalStack
 from tests.s3_proxy import CountingS3Proxy
 
@@ -144,15 +145,13 @@ def s3_proxy(stack: LocalStack) -> Iterator[CountingS3Proxy]:
         yield proxy
 
 
-@pytest.fixture
-def s3(stack: LocalStack) -> Any:
-    """A plain boto3 client on the stack's S3, for checking what the client stored (independent of it)."""
-    assert stack.s3 is not None
+def plain_s3_client(backend: S3Backend) -> Any:
+    """A boto3 client on a local S3 backend with nothing of the client's code in between."""
     return boto3.client(
         "s3",
-        endpoint_url=stack.s3.endpoint,
-        aws_access_key_id=stack.s3.access_key,
-        aws_secret_access_key=stack.s3.secret_key,
+        endpoint_url=backend.endpoint,
+        aws_access_key_id=backend.access_key,
+        aws_secret_access_key=backend.secret_key,
         region_name="us-east-1",
         config=Config(
             s3={"addressing_style": "path"},
@@ -160,6 +159,13 @@ def s3(stack: LocalStack) -> Any:
             response_checksum_validation="when_required",
         ),
     )
+
+
+@pytest.fixture
+def s3(stack: LocalStack) -> Any:
+    """A plain boto3 client on the stack's S3, for checking what the client stored (independent of it)."""
+    assert stack.s3 is not None
+    return plain_s3_client(stack.s3)
 
 
 class ImsApi:

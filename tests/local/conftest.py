@@ -9,16 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import boto3
 import pytest
 import requests
-from botocore.config import Config
 
 from ims_python_helper.artifacts import KERNEL_ARTIFACT_TYPE, SQUASHFS_ARTIFACT_TYPE
 from ims_python_helper.local.ims_server import ImsServer
 from ims_python_helper.local.moto_s3 import MotoS3
 from ims_python_helper.local.token_server import TokenServer
 from ims_python_helper.local.tokens import TokenSigner
+from tests.conftest import plain_s3_client
 
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-secret-value"
@@ -55,18 +54,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
 @pytest.fixture(scope="session")
 def s3_client(moto: MotoS3) -> Any:
     """A boto3 client for the session's moto server."""
-    return boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint,
-        aws_access_key_id=moto.access_key,
-        aws_secret_access_key=moto.secret_key,
-        region_name="us-east-1",
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            s3={"addressing_style": "path"},
-        ),
-    )
+    return plain_s3_client(moto)
 
 
 @pytest.fixture

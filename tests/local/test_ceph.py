@@ -11,10 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, List
 
-import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 
 from ims_python_helper.local.ceph import (
     DEFAULT_MEMSTORE_BYTES,
@@ -26,6 +24,7 @@ from ims_python_helper.local.ceph import (
     memstore_bytes_from_env,
 )
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
+from tests.conftest import plain_s3_client
 
 if "ceph" not in os.environ.get("IMS_TEST_S3", "moto,ceph").split(","):
     pytest.skip("IMS_TEST_S3 leaves out ceph", allow_module_level=True)
@@ -47,18 +46,7 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
 
 @pytest.fixture(scope="session")
 def rgw_s3(rgw: CephRgw) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=rgw.endpoint,
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-        region_name="us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    return plain_s3_client(rgw)
 
 
 def ceph_processes_using(conf: Path) -> List[str]:
