@@ -24,8 +24,8 @@ from ims_python_helper import ImsHelper
 from ims_python_helper.errors import ImsHelperError
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.session import create_oauth_session
-from tests.conftest import Artifacts, make_artifacts, s3_engines
 from tests.fake_ims import MIB, Answer, FakeIms
+from tests.support import Artifacts, s3_engines
 
 
 @dataclass(frozen=True)
@@ -485,12 +485,6 @@ def _gzip_bomb() -> bytes:
     return gzip.compress(b"[" + b"0," * (40 * MIB) + b"0]", compresslevel=6)
 
 
-@pytest.fixture
-def artifacts(tmp_path: Path) -> Artifacts:
-    """Small artifacts: nothing is uploaded in this module, so size only costs time."""
-    return make_artifacts(tmp_path / "artifacts", rootfs_size=64 * 1024)
-
-
 def _one_error_line(stderr: str) -> str:
     error_lines = [line for line in stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1, stderr
@@ -523,16 +517,16 @@ LOCAL_CASES = [c for c in CASES if not c.on_every_engine]
 
 @pytest.mark.parametrize("case", ENGINE_CASES, ids=[c.id for c in ENGINE_CASES])
 def test_bad_input_fails_cleanly_and_creates_nothing_on_every_engine(
-    case: Case, run_cli, artifacts, snapshot, tmp_path
+    case: Case, run_cli, small_artifacts, snapshot, tmp_path
 ):
-    _run_case(case, run_cli, artifacts, snapshot, tmp_path)
+    _run_case(case, run_cli, small_artifacts, snapshot, tmp_path)
 
 
 # Failing before S3 is asked anything, these do not depend on the engine: the first engine's stack is enough.
 @pytest.mark.parametrize("stack", s3_engines()[:1], indirect=True)
 @pytest.mark.parametrize("case", LOCAL_CASES, ids=[c.id for c in LOCAL_CASES])
-def test_bad_input_fails_cleanly_and_creates_nothing(case: Case, run_cli, artifacts, snapshot, tmp_path):
-    _run_case(case, run_cli, artifacts, snapshot, tmp_path)
+def test_bad_input_fails_cleanly_and_creates_nothing(case: Case, run_cli, small_artifacts, snapshot, tmp_path):
+    _run_case(case, run_cli, small_artifacts, snapshot, tmp_path)
 
 
 def test_the_table_is_at_least_thirty_cases_long():
@@ -656,12 +650,12 @@ def make_helper(stack: LocalStack) -> Iterator[Callable[..., ImsHelper]]:
 @pytest.mark.parametrize("stack", s3_engines()[:1], indirect=True)
 @pytest.mark.parametrize("case", LIBRARY_CASES, ids=[c.id for c in LIBRARY_CASES])
 def test_bad_library_call_raises_one_line_error_and_creates_nothing(
-    case: LibraryCase, make_helper, artifacts, snapshot, tmp_path
+    case: LibraryCase, make_helper, small_artifacts, snapshot, tmp_path
 ):
     before = snapshot()
 
     with pytest.raises(ImsHelperError) as caught:
-        case.call(make_helper, artifacts, tmp_path)
+        case.call(make_helper, small_artifacts, tmp_path)
 
     assert caught.value.exit_code == case.code
     assert "\n" not in str(caught.value)

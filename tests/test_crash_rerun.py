@@ -26,7 +26,6 @@ import pytest
 from ims_python_helper.helper import run_key_for
 from ims_python_helper.ims import JOB_METADATA_KEY, RUN_METADATA_KEY
 from ims_python_helper.local.stack import LocalStack
-from tests.conftest import CliResult, make_artifacts
 from tests.faults import ledger
 from tests.faults.crash import KillSwitch, plan_kill_points
 from tests.faults.front import (
@@ -35,11 +34,13 @@ from tests.faults.front import (
     expected_keys,
     images_of_job,
     keys_under,
+    proxied_stack,
     publish_argv,
     start_cli,
     tiny_artifacts,
     wait_for,
 )
+from tests.support import CliResult, make_artifacts
 
 #: Default seed of the kill plan (printed; set IMS_FAULT_SEED to try others).
 DEFAULT_SEED = 20251125
@@ -48,11 +49,7 @@ DEFAULT_SEED = 20251125
 #: Ceph's share is its own multipart abort and overwrite behaviour after a kill.
 DEFAULT_KILLS = {"moto": 20, "ceph": 8}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _report() -> Iterator[None]:
-    yield
-    ledger.write_report()
+pytestmark = pytest.mark.usefixtures("fault_ledger_report")
 
 
 @pytest.fixture
@@ -62,14 +59,10 @@ def switch() -> KillSwitch:
 
 
 @pytest.fixture
-def proxied(stack: LocalStack, switch: KillSwitch) -> Iterator[ProxiedStack]:
+def switched_proxies(stack: LocalStack, switch: KillSwitch) -> Iterator[ProxiedStack]:
     """The stack's servers behind fault proxies that report every moment to ``switch``."""
-    front = ProxiedStack.start(stack, observer=switch)
-    try:
+    with proxied_stack(stack, observer=switch) as front:
         yield front
-    finally:
-        ledger.note(faults=front.faults_fired)
-        front.stop()
 
 
 def _run_to_end(argv: List[str], env: Dict[str, str], log: Path, timeout: float = 120) -> CliResult:
@@ -81,16 +74,24 @@ def _run_to_end(argv: List[str], env: Dict[str, str], log: Path, timeout: float 
 
 
 def test_sigkill_at_random_moments_then_a_rerun_finishes_exactly_one_linked_image(
-    stack: LocalStack, proxied: ProxiedStack, switch: KillSwitch, stack_env, run_cli, ims_api, s3, snapshot, tmp_path
+    stack: LocalStack,
+    switched_proxies: ProxiedStack,
+    switch: KillSwitch,
+    stack_env,
+    run_cli,
+    ims_api,
+    s3,
+    snapshot,
+    tmp_path,
 ):
     seed = int(os.environ.get("IMS_FAULT_SEED", DEFAULT_SEED))
     engine = stack.s3.name if stack.s3 is not None else "?"
     kills = int(os.environ.get("IMS_FAULT_KILLS", DEFAULT_KILLS.get(engine, 20)))
     artifacts = tiny_artifacts(tmp_path / "artifacts", seed)
     name = f"crash-rerun-{engine}"
-    env = {**stack_env, **proxied.env()}
+    env = {**stack_env, **switched_proxies.env()}
     # Enough bandwidth for a quick publish, little enough that a kill a few ms late lands mid-upload.
-    proxied.s3.throttle.rate = 40e6
+    switched_proxies.s3.throttle.rate = 40e6
 
     # Records of the same name a run must never take: another job's unfinished one, and a bare one.
     other_job = ims_api.new_job()
@@ -122,7 +123,7 @@ def test_sigkill_at_random_moments_then_a_rerun_finishes_exactly_one_linked_imag
         job = ims_api.new_job()
         jobs.append(job)
         argv = publish_argv(name, job, artifacts)
-        assert proxied.idle(), "the previous run still has requests in flight"
+        assert switched_proxies.idle(), "the previous run still has requests in flight"
         with open(tmp_path / f"killed-{number}.log", "w") as err:
             process = start_cli(argv, env, subprocess.DEVNULL, err)
             switch.arm(process, point)
@@ -132,9 +133,9 @@ def test_sigkill_at_random_moments_then_a_rerun_finishes_exactly_one_linked_imag
         landed += killed
         print(f"  kill {number:2} at moment {point.describe(trace)} -> {'killed' if killed else 'finished first'}")
         assert process.returncode in (0, -9), (tmp_path / f"killed-{number}.log").read_text()
-        assert proxied.idle()
+        assert switched_proxies.idle()
 
-        rerun = run_cli(*argv, env=proxied.env())
+        rerun = run_cli(*argv, env=switched_proxies.env())
         ledger.note(runs=2, kills=int(killed), kills_too_late=int(not killed), reruns=1)
         assert rerun.code == 0, f"re-run after kill {number} ({point.describe(trace)}), seed {seed}: {rerun.stderr}"
         assert_published(ims_api, s3, name, job, artifacts)
@@ -156,7 +157,7 @@ def test_sigkill_at_random_moments_then_a_rerun_finishes_exactly_one_linked_imag
 
 
 def _outage_run(
-    outage: str, proxied: ProxiedStack, stack_env: Dict[str, str], ims_api: Any, tmp_path: Path
+    outage: str, switched_proxies: ProxiedStack, stack_env: Dict[str, str], ims_api: Any, tmp_path: Path
 ) -> Dict[str, Any]:
     """Publish with S3 lost in the middle of the rootfs upload; return what the run did and how long it took."""
     artifacts = make_artifacts(tmp_path / "artifacts", rootfs_size=12 * 1024 * 1024, seed=11)
@@ -165,15 +166,19 @@ def _outage_run(
     # Stopped: refused connections fail fast, well inside the deadline. Hung: only the deadline ends the wait.
     deadline, timeout = (30.0, 5.0) if outage == "stopped" else (4.0, 0.75)
     argv = publish_argv(name, job, artifacts, "--deadline", str(deadline), "-t", str(timeout))
-    proxied.s3.throttle.rate = 4e6
+    switched_proxies.s3.throttle.rate = 4e6
     with open(tmp_path / "outage.log", "w") as err:
         started = time.monotonic()
-        process = start_cli(argv, {**stack_env, **proxied.env()}, subprocess.PIPE, err)
-        wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > 2 * 1024 * 1024, 30, "the rootfs parts to be on the way")
+        process = start_cli(argv, {**stack_env, **switched_proxies.env()}, subprocess.PIPE, err)
+        wait_for(
+            lambda: switched_proxies.s3.body_bytes(r"/rootfs\?") > 2 * 1024 * 1024,
+            30,
+            "the rootfs parts to be on the way",
+        )
         if outage == "stopped":
-            proxied.s3.down()
+            switched_proxies.s3.down()
         else:
-            proxied.s3.freeze()
+            switched_proxies.s3.freeze()
         out, _ = process.communicate(timeout=deadline + 120)
         took = time.monotonic() - started
     ledger.note(runs=1, outages=1)
@@ -198,10 +203,11 @@ def _kept_record(ims_api: Any, name: str, job: str) -> Optional[Dict[str, Any]]:
     return records[0] if records else None
 
 
+@pytest.mark.wallclock
 def test_s3_stopped_mid_rootfs_upload_fails_cleanly_and_a_rerun_after_restart_finishes(
-    proxied, stack_env, run_cli, ims_api, s3, tmp_path
+    switched_proxies, stack_env, run_cli, ims_api, s3, tmp_path
 ):
-    run = _outage_run("stopped", proxied, stack_env, ims_api, tmp_path)
+    run = _outage_run("stopped", switched_proxies, stack_env, ims_api, tmp_path)
 
     assert run["code"] == 1, run["stderr"]
     assert run["took"] < run["deadline"], f"the run took {run['took']:.1f} s, past its deadline"
@@ -213,14 +219,14 @@ def test_s3_stopped_mid_rootfs_upload_fails_cleanly_and_a_rerun_after_restart_fi
     assert f"still present: multipart uploads under s3://boot-images/{kept['id']}/" in error
     assert f"s3://boot-images/{kept['id']}/rootfs" in error and f"IMS image record {kept['id']} (kept" in error
 
-    proxied.s3.up()
-    proxied.s3.throttle.rate = None
-    _rerun_finishes_into(kept, run, proxied, run_cli, ims_api, s3)
+    switched_proxies.s3.up()
+    switched_proxies.s3.throttle.rate = None
+    _rerun_finishes_into(kept, run, switched_proxies, run_cli, ims_api, s3)
 
 
-def _rerun_finishes_into(kept, run, proxied, run_cli, ims_api, s3) -> None:
+def _rerun_finishes_into(kept, run, switched_proxies, run_cli, ims_api, s3) -> None:
     """The same command again succeeds, into the record the failed run kept."""
-    rerun = run_cli(*run["argv"], env=proxied.env())
+    rerun = run_cli(*run["argv"], env=switched_proxies.env())
     ledger.note(runs=1, reruns=1)
 
     assert rerun.code == 0, rerun.stderr
@@ -228,11 +234,12 @@ def _rerun_finishes_into(kept, run, proxied, run_cli, ims_api, s3) -> None:
     assert record["id"] == kept["id"], "the re-run did not finish the record the failed run created"
 
 
+@pytest.mark.wallclock
 @pytest.mark.parametrize("stack", ["moto"], indirect=True)
 def test_s3_that_stops_answering_mid_rootfs_upload_fails_at_the_deadline_and_a_rerun_finishes(
-    proxied, stack_env, run_cli, ims_api, s3, tmp_path
+    switched_proxies, stack_env, run_cli, ims_api, s3, tmp_path
 ):
-    run = _outage_run("hung", proxied, stack_env, ims_api, tmp_path)
+    run = _outage_run("hung", switched_proxies, stack_env, ims_api, tmp_path)
 
     assert run["code"] == 1, run["stderr"]
     # The deadline, the attempt in flight (one timeout), then cleanup retrying a silent S3 (five timeouts).
@@ -243,6 +250,6 @@ def test_s3_that_stops_answering_mid_rootfs_upload_fails_at_the_deadline_and_a_r
     kept = _kept_record(ims_api, run["name"], run["job"])
     assert kept is not None and f"IMS image record {kept['id']} (kept" in run["result"]["error"]
 
-    proxied.s3.thaw()
-    proxied.s3.throttle.rate = None
-    _rerun_finishes_into(kept, run, proxied, run_cli, ims_api, s3)
+    switched_proxies.s3.thaw()
+    switched_proxies.s3.throttle.rate = None
+    _rerun_finishes_into(kept, run, switched_proxies, run_cli, ims_api, s3)

@@ -27,21 +27,23 @@ import requests
 
 from ims_python_helper.cli import Environment, main
 from ims_python_helper.local.stack import LocalStack
-from tests.conftest import Artifacts, CliResult, make_artifacts
 from tests.faults import ledger
 from tests.faults.front import (
     ROOT,
     ProxiedStack,
     assert_published,
     images_of_job,
+    proxied_stack,
     publish_argv,
     start_cli,
     tiny_artifacts,
     wait_for,
 )
 from tests.faults.proxy import Fault, FaultProxy
+from tests.support import Artifacts, CliResult, make_artifacts
 
 only_moto = pytest.mark.parametrize("stack", ["moto"], indirect=True)
+pytestmark = pytest.mark.usefixtures("fault_ledger_report")
 
 
 def slow_down_once_per_kind() -> Fault:
@@ -55,25 +57,15 @@ def slow_down_once_per_kind() -> Fault:
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report() -> Iterator[None]:
-    yield
-    ledger.write_report()
-
-
 @pytest.fixture
 def proxied(stack: LocalStack) -> Iterator[ProxiedStack]:
     """The stack's IMS, token endpoint and S3, each behind a fault proxy."""
-    front = ProxiedStack.start(stack)
-    try:
+    with proxied_stack(stack) as front:
         yield front
-    finally:
-        ledger.note(faults=front.faults_fired)
-        front.stop()
 
 
 @pytest.fixture
-def small(tmp_path: Path) -> Artifacts:
+def two_part_artifacts(tmp_path: Path) -> Artifacts:
     """All five artifacts, the rootfs just big enough for two 5 MiB parts."""
     return tiny_artifacts(tmp_path / "artifacts", seed=zlib.crc32(tmp_path.name.encode()))
 
@@ -99,31 +91,33 @@ def statuses(proxy: FaultProxy, kind: str) -> List[int]:
 
 @only_moto
 def test_503_for_the_first_two_requests_of_every_kind_is_retried_and_the_publish_succeeds(
-    publish, proxied, small, ims_api, s3
+    publish, proxied, two_part_artifacts, ims_api, s3
 ):
     job = ims_api.new_job()
     proxied.ims.add(Fault(status=503, times=2, per_kind=True))
     proxied.tokens.add(Fault(status=503, times=2))
 
-    result = publish(*publish_argv("retry-503", job, small))
+    result = publish(*publish_argv("retry-503", job, two_part_artifacts))
 
     assert result.code == 0, result.stderr
     kinds = ["GET /jobs/{id}", "GET /images", "POST /images", "PATCH /images/{id}", "PATCH /jobs/{id}"]
     for kind in kinds:
         assert statuses(proxied.ims, kind)[:3] == [503, 503, 200 if kind != "POST /images" else 201], kind
     assert statuses(proxied.tokens, "POST /keycloak/realms/shasta/protocol/openid-connect/token") == [503, 503, 200]
-    assert_published(ims_api, s3, "retry-503", job, small)
+    assert_published(ims_api, s3, "retry-503", job, two_part_artifacts)
 
 
 @only_moto
 @pytest.mark.parametrize("job", [True, False], ids=["with-job", "without-job"])
-def test_a_create_that_landed_but_lost_its_answer_makes_exactly_one_record(publish, proxied, small, ims_api, s3, job):
+def test_a_create_that_landed_but_lost_its_answer_makes_exactly_one_record(
+    publish, proxied, two_part_artifacts, ims_api, s3, job
+):
     """A gateway 502 after IMS created the record: the retry must find it, not make a second one."""
     name = f"lost-create-{job}"
     job_id = ims_api.new_job() if job else None
     proxied.ims.add(Fault(action="status_after_forward", status=502, method="POST", path="^/images$", times=1))
 
-    result = publish(*publish_argv(name, job_id, small), env={} if job else {"IMS_JOB_ID": None})
+    result = publish(*publish_argv(name, job_id, two_part_artifacts), env={} if job else {"IMS_JOB_ID": None})
 
     assert result.code == 0, result.stderr
     assert statuses(proxied.ims, "POST /images") == [502], "the create was posted a second time"
@@ -131,11 +125,17 @@ def test_a_create_that_landed_but_lost_its_answer_makes_exactly_one_record(publi
     assert len(records) == 1, f"{len(records)} records named {name}"
     assert records[0]["link"]
     if job_id:
-        assert_published(ims_api, s3, name, job_id, small)
+        assert_published(ims_api, s3, name, job_id, two_part_artifacts)
 
 
 def _lost_answer_publish(
-    proxy: FaultProxy, method: str, path: str, publish: Callable[..., CliResult], small: Artifacts, ims_api, s3
+    proxy: FaultProxy,
+    method: str,
+    path: str,
+    publish: Callable[..., CliResult],
+    two_part_artifacts: Artifacts,
+    ims_api,
+    s3,
 ) -> None:
     """Publish while ``proxy`` forwards the first matching request but answers it 503, then check the image."""
     job = ims_api.new_job()
@@ -146,21 +146,21 @@ def _lost_answer_publish(
         fault.body = b"<Error><Code>ServiceUnavailable</Code><Message>gateway lost the answer</Message></Error>"
     proxy.add(fault)
 
-    result = publish(*publish_argv(name, job, small))
+    result = publish(*publish_argv(name, job, two_part_artifacts))
 
     assert result.code == 0, result.stderr
     assert fault.fired == 1
     # One record, linked, the files' md5s, and no unfinished upload (a repeated multipart create must not leave one).
-    assert_published(ims_api, s3, name, job, small)
+    assert_published(ims_api, s3, name, job, two_part_artifacts)
 
 
 @only_moto
 @pytest.mark.parametrize("kind", ["PATCH /images/{id}", "PATCH /jobs/{id}"], ids=["link", "job-patch"])
 def test_an_ims_patch_that_landed_but_lost_its_answer_is_repeated_harmlessly(
-    kind, publish, proxied, small, ims_api, s3
+    kind, publish, proxied, two_part_artifacts, ims_api, s3
 ):
     method, path = kind.split(" ")
-    _lost_answer_publish(proxied.ims, method, "^" + path.replace("{id}", ""), publish, small, ims_api, s3)
+    _lost_answer_publish(proxied.ims, method, "^" + path.replace("{id}", ""), publish, two_part_artifacts, ims_api, s3)
     assert statuses(proxied.ims, kind) == [503, 200]
 
 
@@ -176,30 +176,32 @@ LOST_S3_ANSWERS = [
 
 @pytest.mark.parametrize("method, path", LOST_S3_ANSWERS)
 def test_an_s3_request_that_landed_but_lost_its_answer_is_retried_into_one_clean_image(
-    method, path, publish, proxied, small, ims_api, s3
+    method, path, publish, proxied, two_part_artifacts, ims_api, s3
 ):
-    _lost_answer_publish(proxied.s3, method, path, publish, small, ims_api, s3)
+    _lost_answer_publish(proxied.s3, method, path, publish, two_part_artifacts, ims_api, s3)
 
 
+@pytest.mark.wallclock
 @only_moto
-def test_retry_after_is_honoured_between_attempts(publish, proxied, small, ims_api):
+def test_retry_after_is_honoured_between_attempts(publish, proxied, two_part_artifacts, ims_api):
     job = ims_api.new_job()
     proxied.ims.add(Fault(status=503, method="PATCH", path="^/jobs/", times=1, headers={"Retry-After": "2"}))
 
-    result = publish(*publish_argv("retry-after", job, small))
+    result = publish(*publish_argv("retry-after", job, two_part_artifacts))
 
     assert result.code == 0, result.stderr
     first, second = [e for e in proxied.ims.exchanges if e.kind == "PATCH /jobs/{id}"]
     assert second.started - first.ended >= 1.9
 
 
+@pytest.mark.wallclock
 @only_moto
-def test_a_retry_after_longer_than_the_deadline_is_cut_to_the_deadline(publish, proxied, small, ims_api):
+def test_a_retry_after_longer_than_the_deadline_is_cut_to_the_deadline(publish, proxied, two_part_artifacts, ims_api):
     job = ims_api.new_job()
     proxied.ims.add(Fault(status=503, method="GET", path="^/jobs/", headers={"Retry-After": "3600"}))
 
     started = time.monotonic()
-    result = publish(*publish_argv("retry-after-cut", job, small), "--deadline", "2")
+    result = publish(*publish_argv("retry-after-cut", job, two_part_artifacts), "--deadline", "2")
 
     assert result.code == 1
     assert time.monotonic() - started < 2 + 2
@@ -208,17 +210,17 @@ def test_a_retry_after_longer_than_the_deadline_is_cut_to_the_deadline(publish, 
 
 @only_moto
 def test_s3_slow_down_for_the_first_request_of_every_kind_is_retried_and_the_publish_succeeds(
-    publish, proxied, small, ims_api, s3
+    publish, proxied, two_part_artifacts, ims_api, s3
 ):
     job = ims_api.new_job()
     proxied.s3.add(slow_down_once_per_kind())
 
-    result = publish(*publish_argv("s3-slow-down", job, small))
+    result = publish(*publish_argv("s3-slow-down", job, two_part_artifacts))
 
     assert result.code == 0, result.stderr
     for kind, count in proxied.s3.kinds().items():
         assert count >= 2 and statuses(proxied.s3, kind)[0] == 503, kind
-    assert_published(ims_api, s3, "s3-slow-down", job, small)
+    assert_published(ims_api, s3, "s3-slow-down", job, two_part_artifacts)
 
 
 # -- client errors are not retried -----------------------------------------------------------
@@ -236,14 +238,14 @@ CLIENT_ERRORS += [
 @only_moto
 @pytest.mark.parametrize("status, method, path", CLIENT_ERRORS)
 def test_client_errors_are_not_retried_and_report_the_servers_problem_detail(
-    status, method, path, publish, proxied, small, ims_api, snapshot
+    status, method, path, publish, proxied, two_part_artifacts, ims_api, snapshot
 ):
     job = ims_api.new_job()
     detail = f"the test proxy refuses this {method} with {status}"
     proxied.ims.add(Fault(status=status, method=method, path=path, detail=detail))
     before = snapshot()
 
-    result = publish(*publish_argv(f"client-error-{status}", job, small))
+    result = publish(*publish_argv(f"client-error-{status}", job, two_part_artifacts))
 
     assert result.code == 1
     assert detail in result.json["error"]
@@ -255,29 +257,29 @@ def test_client_errors_are_not_retried_and_report_the_servers_problem_detail(
 
 
 @only_moto
-def test_one_401_is_answered_with_a_new_token_and_a_single_replay(publish, proxied, small, ims_api, s3):
+def test_one_401_is_answered_with_a_new_token_and_a_single_replay(publish, proxied, two_part_artifacts, ims_api, s3):
     job = ims_api.new_job()
     proxied.ims.add(Fault(status=401, method="PATCH", path="^/images/", times=1))
 
-    result = publish(*publish_argv("replayed-401", job, small))
+    result = publish(*publish_argv("replayed-401", job, two_part_artifacts))
 
     assert result.code == 0, result.stderr
     assert statuses(proxied.ims, "PATCH /images/{id}") == [401, 200]
     assert proxied.tokens.count() == 2
-    assert_published(ims_api, s3, "replayed-401", job, small)
+    assert_published(ims_api, s3, "replayed-401", job, two_part_artifacts)
 
 
 # -- a failed publish removes what it created ------------------------------------------------
 
 
 def test_link_answered_500_fails_removes_the_record_and_every_object_and_marks_the_job_error(
-    publish, proxied, small, ims_api, snapshot
+    publish, proxied, two_part_artifacts, ims_api, snapshot
 ):
     job = ims_api.new_job()
     proxied.ims.add(Fault(status=500, method="PATCH", path="^/images/"))
     before = snapshot()
 
-    result = publish(*publish_argv("link-500", job, small), "--set-job-error")
+    result = publish(*publish_argv("link-500", job, two_part_artifacts), "--set-job-error")
 
     assert result.code == 1
     assert "HTTP 500" in result.json["error"]
@@ -290,12 +292,14 @@ def test_link_answered_500_fails_removes_the_record_and_every_object_and_marks_t
 
 
 @only_moto
-def test_a_job_patch_that_fails_after_the_link_removes_the_linked_image(publish, proxied, small, ims_api, snapshot):
+def test_a_job_patch_that_fails_after_the_link_removes_the_linked_image(
+    publish, proxied, two_part_artifacts, ims_api, snapshot
+):
     job = ims_api.new_job()
     proxied.ims.add(Fault(status=500, method="PATCH", path="^/jobs/", detail="job store unavailable"))
     before = snapshot()
 
-    result = publish(*publish_argv("job-patch-500", job, small))
+    result = publish(*publish_argv("job-patch-500", job, two_part_artifacts))
 
     assert result.code == 1
     assert "job store unavailable" in result.json["error"]
@@ -308,12 +312,15 @@ def test_a_job_patch_that_fails_after_the_link_removes_the_linked_image(publish,
 # -- every wait ends -------------------------------------------------------------------------
 
 
+@pytest.mark.wallclock
 @only_moto
-def test_a_wrong_oauth_secret_fails_at_once_with_a_clear_message(publish, proxied, small, ims_api, stack):
+def test_a_wrong_oauth_secret_fails_at_once_with_a_clear_message(publish, proxied, two_part_artifacts, ims_api, stack):
     job = ims_api.new_job()
     started = time.monotonic()
 
-    result = publish(*publish_argv("wrong-secret", job, small), env={"OAUTH_CLIENT_SECRET": "not-the-secret"})
+    result = publish(
+        *publish_argv("wrong-secret", job, two_part_artifacts), env={"OAUTH_CLIENT_SECRET": "not-the-secret"}
+    )
 
     assert result.code == 1
     assert time.monotonic() - started < 5
@@ -325,9 +332,10 @@ def test_a_wrong_oauth_secret_fails_at_once_with_a_clear_message(publish, proxie
     assert stack.client_secret not in result.stdout + result.stderr
 
 
+@pytest.mark.wallclock
 @only_moto
 @pytest.mark.parametrize("outage", ["refused", "silent"])
-def test_an_unreachable_token_endpoint_fails_within_the_deadline(outage, publish, proxied, small, ims_api):
+def test_an_unreachable_token_endpoint_fails_within_the_deadline(outage, publish, proxied, two_part_artifacts, ims_api):
     job = ims_api.new_job()
     if outage == "refused":
         proxied.tokens.down()
@@ -336,7 +344,7 @@ def test_an_unreachable_token_endpoint_fails_within_the_deadline(outage, publish
     deadline = 2.0
     started = time.monotonic()
 
-    result = publish(*publish_argv("no-token", job, small), "--deadline", str(deadline), "-t", "1")
+    result = publish(*publish_argv("no-token", job, two_part_artifacts), "--deadline", str(deadline), "-t", "1")
 
     assert result.code == 1
     assert time.monotonic() - started < deadline + 2
@@ -345,9 +353,10 @@ def test_an_unreachable_token_endpoint_fails_within_the_deadline(outage, publish
     assert proxied.ims.count() == 0
 
 
+@pytest.mark.wallclock
 @only_moto
 def test_an_ims_that_stops_answering_mid_publish_fails_within_the_deadline_and_cleans_up(
-    publish, proxied, small, ims_api, snapshot
+    publish, proxied, two_part_artifacts, ims_api, snapshot
 ):
     job = ims_api.new_job()
     proxied.ims.add(Fault(action="hang", method="PATCH", path="^/images/"))
@@ -355,7 +364,7 @@ def test_an_ims_that_stops_answering_mid_publish_fails_within_the_deadline_and_c
     deadline = 4.0
     started = time.monotonic()
 
-    result = publish(*publish_argv("ims-silent", job, small), "--deadline", str(deadline), "-t", "1")
+    result = publish(*publish_argv("ims-silent", job, two_part_artifacts), "--deadline", str(deadline), "-t", "1")
 
     assert result.code == 1
     assert time.monotonic() - started < deadline + 3
@@ -408,6 +417,7 @@ def short_lived_tokens(tmp_path: Path) -> Iterator[LocalUp]:
         local.stop()
 
 
+@pytest.mark.wallclock
 def test_a_publish_that_outlives_many_token_lifetimes_succeeds(short_lived_tokens: LocalUp, tmp_path: Path) -> None:
     """Tokens live 1 s; S3 is throttled so the publish takes over 10 s; the link and job patch come last."""
     local = short_lived_tokens
@@ -437,10 +447,12 @@ def test_a_publish_that_outlives_many_token_lifetimes_succeeds(short_lived_token
 # -- signals clean up like failures ----------------------------------------------------------
 
 
+@pytest.mark.wallclock
 def test_sigterm_removes_what_the_run_created(proxied, stack_env, ims_api, snapshot, tmp_path):
     _interrupt_mid_upload(signal.SIGTERM, proxied, stack_env, ims_api, snapshot, tmp_path)
 
 
+@pytest.mark.wallclock
 @only_moto
 def test_sigint_removes_what_the_run_created(proxied, stack_env, ims_api, snapshot, tmp_path):
     _interrupt_mid_upload(signal.SIGINT, proxied, stack_env, ims_api, snapshot, tmp_path)
@@ -458,13 +470,16 @@ def _interrupt_mid_upload(signum: int, proxied: ProxiedStack, stack_env, ims_api
         publish_argv(name, job, artifacts), {**stack_env, **proxied.env()}, subprocess.PIPE, subprocess.PIPE
     )
     wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > 1024 * 1024, 30, "the rootfs parts to be on the way")
+    made = images_of_job(ims_api.get("/images"), name, job)
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     ledger.note(runs=1, signals=1)
 
     assert process.returncode == 1, err
     assert f"interrupted by {signal.Signals(signum).name}" in json.loads(out)["error"]
-    assert snapshot() == before, "the interrupted run left something behind"
+    # The run had made its image record when the signal came, so there was something to clean up ...
+    assert len(made) == 1, made
+    # ... and it is gone, with everything else the run stored.
     assert images_of_job(ims_api.get("/images"), name, job) == []
+    assert snapshot() == before, "the interrupted run left something behind"
     ledger.note(cleanups_verified=1)
-    assert images_of_job(ims_api.get("/images"), f"signalled-{signum}", job) == []

@@ -1,7 +1,7 @@
 """Re-running a publish with --skip-existing: one linked image, each file read once, nothing uploaded.
 
-What a run sent to S3 is measured by a counting proxy in front of the stack's
-S3 (``s3_proxy.py``); what it read from disk by ``/proc/self/io`` of a CLI
+What a run sent to S3 is counted by a proxy in front of the stack's S3
+(``faults/proxy.py``); what it read from disk by ``/proc/self/io`` of a CLI
 child process (``read_probe.py``); what it asked of IMS by the local IMS's
 request log. Run alone with ``pytest tests/test_idempotency.py``.
 """
@@ -24,8 +24,8 @@ import pytest
 
 from ims_python_helper.cli import Environment, main
 from ims_python_helper.local.stack import LocalStack
-from tests.conftest import Artifacts, CliResult
-from tests.s3_proxy import CountingS3Proxy
+from tests.faults.proxy import FaultProxy
+from tests.support import Artifacts, CliResult
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_KINDS = ("rootfs", "kernel", "initrd", "debug", "boot_parameters")
@@ -122,9 +122,9 @@ class Publisher:
 
 
 @pytest.fixture
-def publisher(stack: LocalStack, s3_proxy: CountingS3Proxy, tmp_path: Path) -> Publisher:
+def publisher(stack: LocalStack, s3_proxy: FaultProxy, tmp_path: Path) -> Publisher:
     """Publishes with S3 traffic going through ``s3_proxy``."""
-    return Publisher(stack_environment(stack), s3_proxy.endpoint, tmp_path)
+    return Publisher(stack_environment(stack), s3_proxy.url, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_second_publish_with_skip_existing_reads_each_file_once_uploads_nothing_
 ):
     files = sample_artifacts(tmp_path / "a", seed=11, rootfs_size=MULTIPART_ROOTFS)
     first = publisher.publish("twice", files)
-    first_upload = s3_proxy.requests
+    first_upload = s3_proxy.exchanges
     image = first.json["ims_image_record"]
     stored = image_objects(s3, image["id"])
     s3_proxy.reset()
@@ -188,7 +188,7 @@ def test_second_publish_with_skip_existing_reads_each_file_once_uploads_nothing_
     # ... sent nothing to S3 and read back only the manifest, never an artifact ...
     assert s3_proxy.bytes_sent == 0
     assert s3_proxy.writes() == []
-    assert [r.path.rsplit("/", 1)[-1] for r in s3_proxy.requests if r.method == "GET"] == ["manifest.json"]
+    assert [r.path.rsplit("/", 1)[-1] for r in s3_proxy.exchanges if r.method == "GET"] == ["manifest.json"]
     # ... returned the existing record, and created or changed nothing in IMS or S3.
     assert second.json["ims_image_record"] == image
     assert not [c for c in calls if not c.startswith("GET ")], calls

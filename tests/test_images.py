@@ -91,8 +91,9 @@ def test_arch_is_recorded_on_the_image(run_cli, artifacts, ims_api):
     assert ims_api.get(f"/images/{result.json['ims_image_record']['id']}")["arch"] == "aarch64"
 
 
-def test_global_options_work_after_the_subcommand(run_cli, artifacts, stack):
+def test_global_options_work_after_the_subcommand(run_cli, artifacts, stack, ims_api):
     env = stack.env()
+    # The environment names another IMS and another (existing) bucket: only the flags lead to this result.
     result = run_cli(
         "image",
         "upload_artifacts",
@@ -102,10 +103,13 @@ def test_global_options_work_after_the_subcommand(run_cli, artifacts, stack):
         env["IMS_URL"],
         "--s3-bucket",
         "boot-images",
-        env={"IMS_URL": "http://127.0.0.1:9"},
+        env={"IMS_URL": "http://127.0.0.1:9", "S3_BUCKET": "ims"},
     )
 
     assert result.code == 0, result.stderr
+    image = ims_api.get(f"/images/{result.json['ims_image_record']['id']}")
+    assert image["link"]["path"].startswith("s3://boot-images/")
+    assert all(a["link"]["path"].startswith("s3://boot-images/") for a in result.json["ims_image_artifacts"])
 
 
 def test_set_job_status_patches_the_job(run_cli, ims_api):

@@ -1,6 +1,6 @@
 """Loading recipes through the real CLI: idempotent, gzipped tarballs only, checked through S3 and the IMS API.
 
-S3 traffic goes through a counting proxy (``s3_proxy.py``), so "uploads
+S3 traffic goes through a counting proxy (``faults/proxy.py``), so "uploads
 nothing" is measured, not assumed. Run alone with ``pytest tests/test_recipes.py``.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from tests.conftest import CliResult
+from tests.support import CliResult
 
 RECIPE_FILES = {"config.xml": b"<image schemaversion='7.4' name='compute'/>\n", "root/etc/motd": b"welcome\n" * 64}
 TEMPLATES = ("CSM_RELEASE_VERSION=1.5.0", "SLES_MIRROR=https://mirror.example/sles")
@@ -48,7 +48,7 @@ def load_recipe(run_cli, s3_proxy):
 
     def load(name: str, path: Path, *extra: str, env: Optional[Dict[str, Optional[str]]] = None) -> CliResult:
         s3_proxy.reset()
-        environ: Dict[str, Optional[str]] = {"S3_ENDPOINT": s3_proxy.endpoint, "S3_BUCKET": None}
+        environ: Dict[str, Optional[str]] = {"S3_ENDPOINT": s3_proxy.url, "S3_BUCKET": None}
         environ.update(env or {})
         return run_cli("recipe", "upload", name, str(path), "--distro", "sles15", *extra, env=environ)
 
@@ -304,7 +304,7 @@ def test_anything_but_a_gzipped_tarball_is_refused_before_anything_is_created(
     assert result.json["result"] == "failure"
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert snapshot() == before
-    assert s3_proxy.requests == []
+    assert s3_proxy.exchanges == []
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,8 @@ from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.redact import MASK, SecretRegistry
 from ims_python_helper.session import ClientCredentialsSession, create_oauth_session
 from ims_python_helper.storage import S3Settings, S3Storage
-from tests.conftest import CliResult, CliRunner, make_artifacts
 from tests.fake_ims import Answer, FakeIms
+from tests.support import CliResult, CliRunner
 
 
 @pytest.fixture
@@ -43,12 +43,6 @@ def issued_tokens(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> List[st
 
     monkeypatch.setattr(stack.signer, "issue", recording)
     return tokens
-
-
-@pytest.fixture
-def small(tmp_path: Path):
-    """Small artifacts (a 256 KiB rootfs): these tests are about what is printed, not about speed."""
-    return make_artifacts(tmp_path / "small", rootfs_size=256 * 1024)
 
 
 def secrets_of(stack: LocalStack, tokens: List[str]) -> Dict[str, str]:
@@ -72,12 +66,12 @@ def assert_no_secret(result: CliResult, secrets: Dict[str, str]) -> None:
 
 
 def test_debug_publish_prints_no_token_client_secret_or_s3_key(
-    run_cli: CliRunner, stack: LocalStack, issued_tokens: List[str], small, ims_api
+    run_cli: CliRunner, stack: LocalStack, issued_tokens: List[str], small_artifacts, ims_api
 ):
     job = ims_api.new_job()
     grants = stack.tokens.grants_issued if stack.tokens else 0
 
-    result = run_cli("-l", "DEBUG", "image", "upload_artifacts", "debug-image", job, *small.flags())
+    result = run_cli("-l", "DEBUG", "image", "upload_artifacts", "debug-image", job, *small_artifacts.flags())
 
     assert result.code == 0, result.stderr
     assert stack.tokens is not None and stack.tokens.grants_issued > grants
@@ -86,7 +80,7 @@ def test_debug_publish_prints_no_token_client_secret_or_s3_key(
 
 
 def test_debug_publish_in_a_process_with_secrets_from_files_prints_none(
-    run_cli_process: CliRunner, stack: LocalStack, issued_tokens: List[str], small, tmp_path: Path
+    run_cli_process: CliRunner, stack: LocalStack, issued_tokens: List[str], small_artifacts, tmp_path: Path
 ):
     assert stack.s3 is not None
     files = tmp_path / "secrets"
@@ -105,7 +99,7 @@ def test_debug_publish_in_a_process_with_secrets_from_files_prints_none(
         "image",
         "upload_artifacts",
         "debug-image-from-files",
-        *small.flags("rootfs", "kernel"),
+        *small_artifacts.flags("rootfs", "kernel"),
         env={
             "OAUTH_CLIENT_SECRET": None,
             "S3_SECRET_KEY": None,
@@ -187,9 +181,11 @@ WRONG_S3_SECRET = "wrong-s3-secret-key-8e1d0b55"
     ],
 )
 def test_a_run_with_a_wrong_secret_prints_neither_secret(
-    run_cli: CliRunner, stack: LocalStack, issued_tokens: List[str], small, env: Dict[str, Any]
+    run_cli: CliRunner, stack: LocalStack, issued_tokens: List[str], small_artifacts, env: Dict[str, Any]
 ):
-    result = run_cli("-l", "DEBUG", "image", "upload_artifacts", "wrong-secret", *small.flags("rootfs"), env=env)
+    result = run_cli(
+        "-l", "DEBUG", "image", "upload_artifacts", "wrong-secret", *small_artifacts.flags("rootfs"), env=env
+    )
 
     # moto takes any S3 secret; Ceph RGW checks it. Either way neither secret may show.
     assert result.code in (0, 1)
@@ -216,7 +212,7 @@ def _echo_authorization(authorization: str) -> bytes:
 
 
 def test_an_ims_error_that_echoes_the_token_is_masked_in_the_message_and_failure_json(
-    run_cli: CliRunner, stack: LocalStack, issued_tokens: List[str], small
+    run_cli: CliRunner, stack: LocalStack, issued_tokens: List[str], small_artifacts
 ):
     with FakeIms({"GET /images": Answer(400, _echo_authorization)}) as fake:
         result = run_cli(
@@ -225,7 +221,7 @@ def test_an_ims_error_that_echoes_the_token_is_masked_in_the_message_and_failure
             "image",
             "upload_artifacts",
             "echo",
-            *small.flags("rootfs"),
+            *small_artifacts.flags("rootfs"),
             env={"IMS_URL": fake.url, "IMS_JOB_ID": None},
         )
 

@@ -27,7 +27,7 @@ from ims_python_helper.local.stack import CLIENT_ID, LocalStack
 from ims_python_helper.local.tls import LocalCA
 from ims_python_helper.local.token_server import TokenServer
 from ims_python_helper.storage import S3Settings, S3Storage
-from tests.conftest import ROOT, Artifacts, CliResult, CliRunner
+from tests.support import ROOT, Artifacts, CliResult, CliRunner
 
 
 @pytest.fixture(scope="module")

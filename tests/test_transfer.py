@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -35,8 +35,8 @@ from ims_python_helper.transfer import (
     TransferOptions,
     transfer_config,
 )
-from tests.conftest import ROOT, Artifacts, CliRunner, Snapshot, make_artifacts
 from tests.faults.proxy import Fault, FaultProxy
+from tests.support import ROOT, Artifacts, CliRunner, Snapshot, make_artifacts
 
 MIB = 1024 * 1024
 BUCKET = "boot-images"
@@ -121,14 +121,6 @@ def md5_of_object(s3: Any, key: str) -> str:
     for chunk in s3.get_object(Bucket=BUCKET, Key=key)["Body"].iter_chunks(MIB):
         digest.update(chunk)
     return digest.hexdigest()
-
-
-@pytest.fixture
-def s3_proxy(stack: LocalStack) -> Iterator[FaultProxy]:
-    """A fault proxy in front of the stack's S3."""
-    assert stack.s3 is not None
-    with FaultProxy(stack.s3.endpoint, name="s3") as proxy:
-        yield proxy
 
 
 # -- one read, one md5 ------------------------------------------------------------------
@@ -229,6 +221,7 @@ def test_failed_multipart_upload_is_aborted_by_the_engine(
     assert [k for k in keys_under(s3, prefix) if k.endswith("rootfs")] == []
 
 
+@pytest.mark.wallclock
 def test_a_failed_upload_cancels_and_aborts_the_multipart_uploads_of_the_others(
     stack: LocalStack, s3_proxy: FaultProxy, artifacts: Artifacts, s3: Any, tmp_path: Path
 ) -> None:
@@ -281,6 +274,7 @@ def test_failed_multipart_upload_leaves_no_upload_and_no_object_of_the_run(
 # -- progress --------------------------------------------------------------------------------
 
 
+@pytest.mark.wallclock
 def test_pod_progress_logs_each_artifact_at_most_every_interval_and_a_summary(
     stack: LocalStack, s3_proxy: FaultProxy, artifacts: Artifacts, s3: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

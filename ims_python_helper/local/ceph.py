@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ims_python_helper.errors import ImsHelperError
+from ims_python_helper.local.errors import LocalStackError, undone_on_error
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
 
 #: Every program the backend runs; all come from the four packages in ``INSTALL_COMMAND``.
@@ -75,7 +75,7 @@ _RGW_NAME = "client.rgw.local"
 _S3_UID = "ims-local"
 
 
-class CephError(ImsHelperError):
+class CephError(LocalStackError):
     """The local Ceph RGW could not be installed, started or stopped."""
 
 
@@ -173,11 +173,8 @@ class CephRgw:
             (self.root / sub).mkdir(parents=True)
         self._started = True
         atexit.register(self.stop)
-        try:
+        with undone_on_error(self.stop):
             self._bring_up()
-        except BaseException:
-            self.stop()
-            raise
 
     def _bring_up(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -313,24 +310,10 @@ rgw gc processor period = 10
             self._run("ceph-authtool", str(mon_keyring), "--import-keyring", str(keyring))
 
     def _create_buckets(self, buckets: Sequence[str]) -> None:
-        import boto3
-        from botocore.config import Config
+        # Imported here: boto3 costs a noticeable part of a second, and only start-up needs it.
+        from ims_python_helper.local.s3client import backend_s3_client
 
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self._access_key,
-            aws_secret_access_key=self._secret_key,
-            region_name="us-east-1",
-            config=Config(
-                s3={"addressing_style": "path"},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=30,
-            ),
-        )
+        client = backend_s3_client(self)
         for bucket in buckets:
             client.create_bucket(Bucket=bucket)
 

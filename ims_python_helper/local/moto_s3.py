@@ -18,6 +18,7 @@ from typing import Optional
 
 import requests
 
+from ims_python_helper.local.errors import undone_on_error
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
 
 #: Access key id the local S3 user gets (moto accepts any; a fixed one keeps env output stable).
@@ -130,11 +131,8 @@ class MotoS3:
                 raise
             self._process, self._port = process, port
             break
-        try:
+        with undone_on_error(self.stop):
             self._create_buckets()
-        except BaseException:
-            self.stop()
-            raise
 
     def stop(self) -> None:
         """Terminate the server (kill it if it lingers); safe to call twice."""

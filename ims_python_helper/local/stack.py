@@ -20,12 +20,14 @@ from typing import Any, Dict, Optional, TypeVar, Union
 
 import requests
 
+from ims_python_helper.local.errors import undone_on_error
 from ims_python_helper.local.ims_server import ImsServer
 from ims_python_helper.local.moto_s3 import MotoS3, persistent_secret
 from ims_python_helper.local.s3backend import S3Backend
 from ims_python_helper.local.tls import LocalCA, TlsRelay
 from ims_python_helper.local.token_server import TokenServer
 from ims_python_helper.local.tokens import TokenSigner
+from ims_python_helper.local.vocabulary import resolve_schema
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ class LocalStack:
     kept in ``data_dir/tls`` (``ca_path``): IMS and the token endpoint directly,
     S3 through a TLS relay in front of the engine; ``env()`` then also exports
     ``CA_CERT`` and ``S3_SSL_VERIFY`` pointing at the CA.
+
+    ``ims_schema`` picks the IMS generation the local IMS behaves like:
+    ``"current"``, or ``"legacy"`` for IMS before 3.16 (no image metadata,
+    unknown image fields refused with 400); None reads ``IMS_LOCAL_SCHEMA``.
     """
 
     def __init__(
@@ -73,9 +79,12 @@ class LocalStack:
         s3_backend: Optional[S3Backend] = None,
         memstore_bytes: Optional[int] = None,
         tls: bool = False,
+        ims_schema: Optional[str] = None,
     ) -> None:
         if s3 not in S3_ENGINES:
             raise ValueError(f"unknown S3 engine {s3!r}; choose one of {', '.join(S3_ENGINES)}")
+        #: The IMS generation the local IMS behaves like (``current`` or ``legacy``).
+        self.ims_schema = resolve_schema(ims_schema)
         self._given_data_dir = Path(data_dir) if data_dir is not None else None
         self._engine = s3
         self._token_lifetime = token_lifetime
@@ -111,7 +120,7 @@ class LocalStack:
             self.data_dir = self._given_data_dir
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self._running = True
-        try:
+        with undone_on_error(self.stop):
             self.client_secret = persistent_secret(self.data_dir / "oauth-client-secret")
             signing_key = persistent_secret(self.data_dir / "token-signing-key").encode("utf-8")
             self.signer = TokenSigner(signing_key)
@@ -135,13 +144,16 @@ class LocalStack:
             self.tokens.start()
             # IMS checks links against the engine directly: that traffic never leaves the machine.
             self.ims = ImsServer(
-                self.data_dir, s3.endpoint, s3.access_key, s3.secret_key, self.signer.verify, ssl_context=context
+                self.data_dir,
+                s3.endpoint,
+                s3.access_key,
+                s3.secret_key,
+                self.signer.verify,
+                ssl_context=context,
+                schema=self.ims_schema,
             )
             self.ims.start()
             self.job_id = self._create_job()
-        except BaseException:
-            self.stop()
-            raise
 
     def stop(self) -> None:
         """Stop IMS, the token endpoint and S3 (in that order); safe to call twice."""

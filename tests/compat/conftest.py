@@ -10,7 +10,6 @@ shape).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -20,6 +19,7 @@ import requests
 from ims_python_helper import ImsHelper
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.session import create_oauth_session
+from tests.support import ImageFiles
 
 SESSION_KINDS = ("oauth-session", "requests-session-with-bearer")
 
@@ -59,21 +59,6 @@ def helper(stack: LocalStack, caller_session: requests.Session, s3_kwargs: Dict[
         some_future_option="ignored",
         **s3_kwargs,
     )
-
-
-@dataclass(frozen=True)
-class ImageFiles:
-    """Small artifact files, each given as a one-element list like the CLI's ``action='append'``."""
-
-    rootfs: List[str]
-    kernel: List[str]
-    initrd: List[str]
-    debug: List[str]
-    boot_parameters: List[str]
-
-    def path(self, kind: str) -> str:
-        value: List[str] = getattr(self, kind)
-        return value[0]
 
 
 @pytest.fixture

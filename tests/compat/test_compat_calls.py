@@ -20,7 +20,7 @@ import pytest
 
 from ims_python_helper import ImsHelper, ImsImagesExistWithName
 from ims_python_helper.artifacts import KERNEL_ARTIFACT_TYPE, MANIFEST_TYPE
-from tests.compat.conftest import ImageFiles
+from tests.support import ImageFiles
 
 ARTIFACT_TYPES = {
     "rootfs": "application/vnd.cray.image.rootfs.squashfs",

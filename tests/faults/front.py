@@ -15,18 +15,17 @@ import random
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, List, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Union
 
 from ims_python_helper.artifacts import KIND_BY_NAME, MANIFEST_KEY
 from ims_python_helper.ims import JOB_METADATA_KEY
 from ims_python_helper.local.stack import LocalStack
-from tests.conftest import Artifacts
 from tests.faults import ledger
 from tests.faults.proxy import FaultProxy, Observer
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.support import ROOT, Artifacts
 
 
 @dataclass
@@ -79,6 +78,17 @@ class ProxiedStack:
         """Stop all three proxies."""
         for proxy in self.proxies:
             proxy.stop()
+
+
+@contextmanager
+def proxied_stack(stack: LocalStack, observer: Optional[Observer] = None) -> Iterator[ProxiedStack]:
+    """``ProxiedStack.start`` for a with-block: the faults fired go into the ledger, then the proxies stop."""
+    front = ProxiedStack.start(stack, observer=observer)
+    try:
+        yield front
+    finally:
+        ledger.note(faults=front.faults_fired)
+        front.stop()
 
 
 # -- the CLI ---------------------------------------------------------------------------

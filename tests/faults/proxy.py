@@ -49,6 +49,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "expect", "upgrade
 _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 BODY_CHUNK = 64 * 1024
 ACTIONS = ("status", "status_after_forward", "drop", "hang", "delay")
+#: Methods whose request bodies count as bytes uploaded.
+WRITE_METHODS = ("PUT", "POST", "PATCH")
 
 
 def request_kind(method: str, path: str) -> str:
@@ -124,7 +126,7 @@ class Exchange:
     started: float
     status: int = 0  # 0: the client got no answer (dropped, hung, cut or killed)
     fault: str = ""  # the fault's action, '' when forwarded unchanged
-    body_bytes: int = 0  # request body bytes relayed to the server so far
+    body_bytes: int = 0  # request payload bytes relayed to the server so far (chunk framing not counted)
     ended: float = 0.0
 
     @property
@@ -254,34 +256,39 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, headers, body, exchange, reason)
 
     def _body_chunks(self) -> Any:
-        """The request body as it arrives, chunk framing kept (it is relayed as sent)."""
+        """The request body as it arrives, as (bytes to relay, payload bytes among them).
+
+        Chunk framing is relayed as sent but not counted as payload, so a body
+        counts the same however the client framed it.
+        """
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             while True:
                 line = self.rfile.readline(1024)
                 if not line:
                     raise _Cut()
-                yield line
+                yield line, 0
                 size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
                     while True:  # trailers, then the blank line
                         trailer = self.rfile.readline(1024)
-                        yield trailer
+                        yield trailer, 0
                         if trailer in (b"\r\n", b"\n", b""):
                             return
-                left = size + 2
+                left = size
                 while left:
                     data = self.rfile.read(min(left, BODY_CHUNK))
                     if not data:
                         raise _Cut()
                     left -= len(data)
-                    yield data
+                    yield data, len(data)
+                yield self.rfile.read(2), 0  # the CRLF after the chunk
         left = int(self.headers.get("Content-Length") or 0)
         while left > 0:
             data = self.rfile.read(min(left, BODY_CHUNK))
             if not data:
                 raise _Cut()
             left -= len(data)
-            yield data
+            yield data, len(data)
 
     def _drain_body(self) -> None:
         for _ in self._body_chunks():
@@ -296,13 +303,13 @@ class _Handler(BaseHTTPRequestHandler):
                 if name.lower() not in HOP_BY_HOP:
                     connection.putheader(name, value)
             connection.endheaders()
-            for chunk in self._body_chunks():
+            for chunk, payload in self._body_chunks():
                 proxy.throttle.take(len(chunk), self.server.gone)
                 self._wait_while_frozen(proxy)
                 if self.server.gone.is_set():
                     raise _Cut()
                 connection.send(chunk)
-                exchange.body_bytes += len(chunk)
+                exchange.body_bytes += payload
             response = connection.getresponse()
             body = response.read()
             return response.status, response.reason, response.getheaders(), body
@@ -498,6 +505,20 @@ class FaultProxy:
     def body_bytes(self, path: str = "") -> int:
         """Request body bytes relayed so far (in-flight requests included) for paths matching the regex."""
         return sum(e.body_bytes for e in self.exchanges if re.search(path, e.path) is not None)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Body bytes of every PUT and POST so far: what a client uploaded ("uploaded nothing" is 0)."""
+        return sum(e.body_bytes for e in self.exchanges if e.method in WRITE_METHODS)
+
+    def writes(self) -> List[Exchange]:
+        """The exchanges that change something on the server (PUT, POST, PATCH, DELETE)."""
+        return [e for e in self.exchanges if e.method in WRITE_METHODS or e.method == "DELETE"]
+
+    def reset(self) -> None:
+        """Forget the record but keep the faults: to measure one run at a time."""
+        with self._lock:
+            self._exchanges.clear()
 
     # -- used by the handler ---------------------------------------------------------
 

@@ -5,35 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
-import requests
 
 from ims_python_helper.artifacts import KERNEL_ARTIFACT_TYPE, SQUASHFS_ARTIFACT_TYPE
 from ims_python_helper.local.ims_server import ImsServer
 from ims_python_helper.local.moto_s3 import MotoS3
 from ims_python_helper.local.token_server import TokenServer
 from ims_python_helper.local.tokens import TokenSigner
-from tests.conftest import plain_s3_client
-
-CLIENT_ID = "test-client"
-CLIENT_SECRET = "test-secret-value"
-
-
-@dataclass(frozen=True)
-class Client:
-    """The OAuth2 client the test token servers know."""
-
-    id: str = CLIENT_ID
-    secret: str = CLIENT_SECRET
-
-    @property
-    def auth(self) -> Tuple[str, str]:
-        """(id, secret) for HTTP Basic."""
-        return (self.id, self.secret)
+from tests.support import CLIENT_ID, CLIENT_SECRET, Client, ImsClient, StoreManifest, s3_client_for
 
 
 @pytest.fixture
@@ -45,16 +27,14 @@ def client() -> Client:
 @pytest.fixture(scope="session")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     """A moto S3 server shared by the whole session (start-up is the slow part)."""
-    backend = MotoS3(tmp_path_factory.mktemp("moto"))
-    backend.start()
-    yield backend
-    backend.stop()
+    with MotoS3(tmp_path_factory.mktemp("moto")) as backend:
+        yield backend
 
 
 @pytest.fixture(scope="session")
 def s3_client(moto: MotoS3) -> Any:
     """A boto3 client for the session's moto server."""
-    return plain_s3_client(moto)
+    return s3_client_for(moto)
 
 
 @pytest.fixture
@@ -66,19 +46,17 @@ def signer() -> TokenSigner:
 @pytest.fixture
 def token_server(signer: TokenSigner) -> Iterator[TokenServer]:
     """A running token endpoint that knows one client."""
-    server = TokenServer({CLIENT_ID: CLIENT_SECRET}, signer, lifetime=120)
-    server.start()
-    yield server
-    server.stop()
+    with TokenServer({CLIENT_ID: CLIENT_SECRET}, signer, lifetime=120) as server:
+        yield server
 
 
 @pytest.fixture
-def ims_factory(moto: MotoS3, signer: TokenSigner) -> Iterator[Callable[[Path], ImsServer]]:
-    """Starts IMS servers on a data directory; all are stopped at the end of the test."""
+def ims_factory(moto: MotoS3, signer: TokenSigner) -> Iterator[Callable[..., ImsServer]]:
+    """Starts IMS servers on a data directory (``schema=`` picks the generation); all are stopped after the test."""
     started: List[ImsServer] = []
 
-    def start(data_dir: Path) -> ImsServer:
-        server = ImsServer(data_dir, moto.endpoint, moto.access_key, moto.secret_key, signer.verify)
+    def start(data_dir: Path, schema: Optional[str] = None) -> ImsServer:
+        server = ImsServer(data_dir, moto.endpoint, moto.access_key, moto.secret_key, signer.verify, schema=schema)
         server.start()
         started.append(server)
         return server
@@ -89,31 +67,9 @@ def ims_factory(moto: MotoS3, signer: TokenSigner) -> Iterator[Callable[[Path], 
 
 
 @pytest.fixture
-def ims_server(ims_factory: Callable[[Path], ImsServer], tmp_path: Path) -> ImsServer:
+def ims_server(ims_factory: Callable[..., ImsServer], tmp_path: Path) -> ImsServer:
     """A running IMS server with an empty data directory."""
     return ims_factory(tmp_path / "ims")
-
-
-class ImsClient:
-    """Just enough of a client to talk to the local IMS in tests: base URL plus a bearer token."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base_url = base_url
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
-        """Send ``body`` as JSON (when given) and return the response."""
-        if body is not None:
-            kwargs["json"] = body
-        return self.session.request(method, self.base_url + path, timeout=10, **kwargs)
-
-    def create(self, collection: str, body: Dict[str, Any]) -> Dict[str, Any]:
-        """POST a record and return it, failing the test on any status but 201."""
-        response = self.request("POST", f"/{collection}", body)
-        assert response.status_code == 201, response.text
-        record: Dict[str, Any] = response.json()
-        return record
 
 
 @pytest.fixture
@@ -124,11 +80,8 @@ def ims(ims_server: ImsServer, signer: TokenSigner) -> Iterator[ImsClient]:
     client.session.close()
 
 
-PublishFn = Callable[..., Dict[str, str]]
-
-
 @pytest.fixture
-def publish(s3_client: Any) -> PublishFn:
+def store_manifest(s3_client: Any) -> StoreManifest:
     """Uploads artifacts and a manifest for an image id the way the client does; returns the manifest link.
 
     Keyword arguments bend the manifest for negative tests: ``manifest`` replaces

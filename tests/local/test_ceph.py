@@ -24,7 +24,7 @@ from ims_python_helper.local.ceph import (
     memstore_bytes_from_env,
 )
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
-from tests.conftest import plain_s3_client
+from tests.support import s3_client_for
 
 if "ceph" not in os.environ.get("IMS_TEST_S3", "moto,ceph").split(","):
     pytest.skip("IMS_TEST_S3 leaves out ceph", allow_module_level=True)
@@ -46,7 +46,7 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
 
 @pytest.fixture(scope="session")
 def rgw_s3(rgw: CephRgw) -> Any:
-    return plain_s3_client(rgw)
+    return s3_client_for(rgw)
 
 
 def ceph_processes_using(conf: Path) -> List[str]:

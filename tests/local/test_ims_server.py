@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict
+from typing import Any, Callable, Dict
 
 import pytest
 import requests
@@ -21,23 +21,9 @@ from ims_python_helper.local.ims_server import ImsServer
 from ims_python_helper.local.moto_s3 import MotoS3
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.local.tokens import TokenSigner
-
-if TYPE_CHECKING:
-    from tests.local.conftest import ImsClient, PublishFn
+from tests.support import ImsClient, StoreManifest, assert_problem
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-
-
-def assert_problem(response: requests.Response, status: int, detail_fragment: str = "") -> Dict[str, Any]:
-    """Check an RFC 7807 reply and return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == "application/problem+json"
-    problem: Dict[str, Any] = response.json()
-    assert problem["type"] == "about:blank"
-    assert problem["status"] == status
-    assert isinstance(problem["title"], str) and problem["title"]
-    assert detail_fragment in problem["detail"]
-    return problem
 
 
 def new_job_body(**extra: Any) -> Dict[str, Any]:
@@ -215,9 +201,9 @@ def test_delete_removes_the_record(ims: ImsClient) -> None:
 # --------------------------------------------------------------------------- image link validation
 
 
-def test_valid_manifest_link_is_accepted(ims: ImsClient, publish: PublishFn) -> None:
+def test_valid_manifest_link_is_accepted(ims: ImsClient, store_manifest: StoreManifest) -> None:
     image = ims.create("images", {"name": "linked"})
-    link = publish(image["id"])
+    link = store_manifest(image["id"])
 
     response = ims.request("PATCH", f"/images/{image['id']}", {"link": link})
 
@@ -226,9 +212,9 @@ def test_valid_manifest_link_is_accepted(ims: ImsClient, publish: PublishFn) -> 
     assert ims.request("GET", f"/images/{image['id']}").json()["link"] == link
 
 
-def test_post_with_a_valid_link_is_accepted(ims: ImsClient, publish: PublishFn) -> None:
+def test_post_with_a_valid_link_is_accepted(ims: ImsClient, store_manifest: StoreManifest) -> None:
     image_id = str(uuid.uuid4())
-    link = publish(image_id)
+    link = store_manifest(image_id)
 
     assert ims.create("images", {"name": "born-linked", "link": link})["link"] == link
 
@@ -240,18 +226,18 @@ def test_missing_manifest_is_422(ims: ImsClient) -> None:
     assert_problem(ims.request("PATCH", f"/images/{image['id']}", {"link": link}), 422, "does not exist")
 
 
-def test_manifest_listing_a_missing_artifact_is_422_naming_it(ims: ImsClient, publish: PublishFn) -> None:
+def test_manifest_listing_a_missing_artifact_is_422_naming_it(ims: ImsClient, store_manifest: StoreManifest) -> None:
     image = ims.create("images", {"name": "missing-kernel"})
-    link = publish(image["id"], skip_upload=("kernel",))
+    link = store_manifest(image["id"], skip_upload=("kernel",))
 
     response = ims.request("PATCH", f"/images/{image['id']}", {"link": link})
 
     assert_problem(response, 422, f"artifact s3://boot-images/{image['id']}/kernel does not exist")
 
 
-def test_manifest_with_two_rootfs_entries_is_422(ims: ImsClient, publish: PublishFn) -> None:
+def test_manifest_with_two_rootfs_entries_is_422(ims: ImsClient, store_manifest: StoreManifest) -> None:
     image = ims.create("images", {"name": "two-rootfs"})
-    link = publish(image["id"], extra_rootfs=True)
+    link = store_manifest(image["id"], extra_rootfs=True)
 
     assert_problem(ims.request("PATCH", f"/images/{image['id']}", {"link": link}), 422, "exactly one")
 
@@ -269,9 +255,11 @@ def test_manifest_with_two_rootfs_entries_is_422(ims: ImsClient, publish: Publis
         ([1, 2], "JSON object"),
     ],
 )
-def test_malformed_manifests_are_422(ims: ImsClient, publish: PublishFn, manifest: Any, fragment: str) -> None:
+def test_malformed_manifests_are_422(
+    ims: ImsClient, store_manifest: StoreManifest, manifest: Any, fragment: str
+) -> None:
     image = ims.create("images", {"name": "bad-manifest"})
-    link = publish(image["id"], manifest=manifest)
+    link = store_manifest(image["id"], manifest=manifest)
 
     assert_problem(ims.request("PATCH", f"/images/{image['id']}", {"link": link}), 422, fragment)
     assert "link" not in ims.request("GET", f"/images/{image['id']}").json()
@@ -292,18 +280,18 @@ def test_malformed_links_are_422(ims: ImsClient, link: Dict[str, str], fragment:
     assert_problem(ims.request("PATCH", f"/images/{image['id']}", {"link": link}), 422, fragment)
 
 
-def test_relinking_to_a_different_manifest_is_409(ims: ImsClient, publish: PublishFn) -> None:
+def test_relinking_to_a_different_manifest_is_409(ims: ImsClient, store_manifest: StoreManifest) -> None:
     image = ims.create("images", {"name": "relink"})
-    first = publish(image["id"])
+    first = store_manifest(image["id"])
     assert ims.request("PATCH", f"/images/{image['id']}", {"link": first}).status_code == 200
-    other = publish(str(uuid.uuid4()))
+    other = store_manifest(str(uuid.uuid4()))
 
     assert_problem(ims.request("PATCH", f"/images/{image['id']}", {"link": other}), 409, "already linked")
 
 
-def test_patching_the_same_link_again_is_a_200_no_op(ims: ImsClient, publish: PublishFn) -> None:
+def test_patching_the_same_link_again_is_a_200_no_op(ims: ImsClient, store_manifest: StoreManifest) -> None:
     image = ims.create("images", {"name": "same-link"})
-    link = publish(image["id"])
+    link = store_manifest(image["id"])
     first = ims.request("PATCH", f"/images/{image['id']}", {"link": link})
 
     again = ims.request("PATCH", f"/images/{image['id']}", {"link": link})
@@ -312,9 +300,9 @@ def test_patching_the_same_link_again_is_a_200_no_op(ims: ImsClient, publish: Pu
     assert again.json() == first.json()
 
 
-def test_a_link_already_used_by_another_image_is_409_naming_it(ims: ImsClient, publish: PublishFn) -> None:
+def test_a_link_already_used_by_another_image_is_409_naming_it(ims: ImsClient, store_manifest: StoreManifest) -> None:
     owner = ims.create("images", {"name": "owner"})
-    link = publish(owner["id"])
+    link = store_manifest(owner["id"])
     assert ims.request("PATCH", f"/images/{owner['id']}", {"link": link}).status_code == 200
     other = ims.create("images", {"name": "copycat"})
 
@@ -424,12 +412,12 @@ def test_invalid_job_patches_are_refused(ims: ImsClient, body: Dict[str, Any], s
 
 
 def test_records_survive_a_restart_with_the_same_data_dir(
-    ims_factory: Callable[[Path], ImsServer], signer: TokenSigner, publish: PublishFn, tmp_path: Path
+    ims_factory: Callable[..., ImsServer], signer: TokenSigner, store_manifest: StoreManifest, tmp_path: Path
 ) -> None:
     headers = {"Authorization": f"Bearer {signer.issue('test-client', 60)}"}
     first = ims_factory(tmp_path / "data")
     image = requests.post(first.url + "/images", json={"name": "durable"}, headers=headers, timeout=5).json()
-    link = publish(image["id"])
+    link = store_manifest(image["id"])
     requests.patch(first.url + f"/images/{image['id']}", json={"link": link}, headers=headers, timeout=5)
     job = requests.post(first.url + "/jobs", json=new_job_body(), headers=headers, timeout=5).json()
     first.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import pytest
 import requests
@@ -14,9 +14,7 @@ from requests_oauthlib import OAuth2Session
 
 from ims_python_helper.local.token_server import STATS_PATH, TokenServer
 from ims_python_helper.local.tokens import TokenSigner
-
-if TYPE_CHECKING:
-    from tests.local.conftest import Client
+from tests.support import Client
 
 GRANT = {"grant_type": "client_credentials"}
 
