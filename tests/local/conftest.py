@@ -52,10 +52,14 @@ def token_server(signer: TokenSigner) -> Iterator[TokenServer]:
 
 @pytest.fixture
 def ims_factory(moto: MotoS3, signer: TokenSigner) -> Iterator[Callable[..., ImsServer]]:
-    """Starts IMS servers on a data directory (``schema=`` picks the generation); all are stopped after the test."""
+    """Starts IMS servers on a data directory; all are stopped after the test.
+
+    ``schema`` picks the IMS generation: today's unless named (None reads ``IMS_LOCAL_SCHEMA``),
+    so these tests check the same server however the environment sets the stack's default.
+    """
     started: List[ImsServer] = []
 
-    def start(data_dir: Path, schema: Optional[str] = None) -> ImsServer:
+    def start(data_dir: Path, schema: Optional[str] = "current") -> ImsServer:
         server = ImsServer(data_dir, moto.endpoint, moto.access_key, moto.secret_key, signer.verify, schema=schema)
         server.start()
         started.append(server)
