@@ -46,6 +46,7 @@ ARTIFACTS = (
 
 def s3_client() -> Any:
     """boto3's S3 client on the stack's endpoint, otherwise as boto3 makes it."""
+    # Deliberately independent of ims_python_helper.local.s3client: the baseline is boto3 as it comes.
     return boto3.client(
         "s3",
         endpoint_url=os.environ["S3_ENDPOINT"],

@@ -60,12 +60,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import boto3
-from botocore.config import Config
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # runs from a checkout that is not installed
 
+from ims_python_helper.local.s3client import backend_s3_client  # noqa: E402
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
 
 MIB = 1024 * 1024
@@ -232,19 +232,7 @@ def warm_page_cache(paths: Sequence[Path]) -> None:
 def s3_client(stack: LocalStack) -> Any:
     """A plain client for housekeeping (deleting what a run stored, the copy-in-place timing)."""
     assert stack.s3 is not None
-    return boto3.client(
-        "s3",
-        endpoint_url=stack.s3.endpoint,
-        aws_access_key_id=stack.s3.access_key,
-        aws_secret_access_key=stack.s3.secret_key,
-        region_name="us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            read_timeout=600,
-        ),
-    )
+    return backend_s3_client(stack.s3, read_timeout=600)
 
 
 def empty_bucket(stack: LocalStack, client: Any) -> None:

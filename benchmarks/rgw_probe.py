@@ -118,6 +118,7 @@ def make_client(
     ``sign_payload`` sets botocore's ``payload_signing_enabled`` (None: botocore decides,
     which means SHA-256 of every body unless HTTPS and a checksum header are both present).
     """
+    # Deliberately independent of ims_python_helper.local.s3client: the probe varies each setting itself.
     s3_config: Dict[str, Any] = {"addressing_style": addressing}
     if sign_payload is not None:
         s3_config["payload_signing_enabled"] = sign_payload
