@@ -33,12 +33,8 @@ from tests.support import ROOT, Artifacts, CliResult, CliRunner
 @pytest.fixture(scope="module")
 def tls_stack(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """IMS and the token endpoint on HTTPS, and the session's S3 engine behind a TLS relay."""
-    local = LocalStack(data_dir=tmp_path_factory.mktemp("tls-stack"), s3_backend=stack.s3, tls=True)
-    local.start()
-    try:
+    with LocalStack(data_dir=tmp_path_factory.mktemp("tls-stack"), s3_backend=stack.s3, tls=True) as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture
