@@ -89,13 +89,10 @@ def memstore_bytes_from_env(default: int = DEFAULT_MEMSTORE_BYTES) -> int:
     raw = os.environ.get(MEMSTORE_ENV, "").strip()
     if not raw:
         return default
-    try:
-        megabytes = int(raw)
-    except ValueError:
-        raise CephError(f"{MEMSTORE_ENV} must be a whole number of MiB, not {raw!r}") from None
-    if megabytes < 64:
-        raise CephError(f"{MEMSTORE_ENV} must be at least 64 (MiB), not {megabytes}")
-    return megabytes * 1024**2
+    # isdecimal() is exactly what int() reads as a plain number (no sign, no underscores, no spaces).
+    if not raw.isdecimal() or int(raw) < 64:
+        raise CephError(f"{MEMSTORE_ENV} must be a whole number of MiB, at least 64, not {raw!r}")
+    return int(raw) * 1024**2
 
 
 @dataclass

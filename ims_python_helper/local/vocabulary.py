@@ -17,19 +17,11 @@ ARCHES: Tuple[str, ...] = ("aarch64", "x86_64")
 #: ``arch`` a record gets when the request names none.
 DEFAULT_ARCH = "x86_64"
 
+#: Job states while the image is being made, in the order a job passes them.
+_BUILD_STATES = ("creating", "fetching_image", "fetching_recipe", "waiting_for_repos", "building_image")
 #: ``JobStatuses``, plus ``packaging_artifacts``: the server accepts it and job pods
 #: set it (ims-facts.md lists it), though the published enum leaves it out.
-JOB_STATUSES: Tuple[str, ...] = (
-    "creating",
-    "fetching_image",
-    "fetching_recipe",
-    "waiting_for_repos",
-    "building_image",
-    "packaging_artifacts",
-    "waiting_on_user",
-    "error",
-    "success",
-)
+JOB_STATUSES: Tuple[str, ...] = (*_BUILD_STATES, "packaging_artifacts", "waiting_on_user", "error", "success")
 #: Status of a job the server has just created.
 INITIAL_JOB_STATUS = "creating"
 #: ``JobTypes``.
