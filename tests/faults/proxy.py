@@ -27,6 +27,10 @@ moving bytes either way, as a hung server or a network partition does, until
 together), so an upload takes as long as a test needs. ``observer`` sees every
 request when it arrives and again when the server has answered, and may drop it
 there (the crash tests kill the client at such a moment).
+
+It is also the tests' record of traffic: ``exchanges`` lists every request,
+``bytes_sent`` counts the bodies of writes ("uploaded nothing" is
+``bytes_sent == 0``), ``writes()`` lists them and ``reset()`` starts a new count.
 """
 
 from __future__ import annotations
