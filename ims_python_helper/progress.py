@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 LOGGER = logging.getLogger(__name__)
 MB = 1000 * 1000
@@ -109,6 +109,50 @@ class LogProgress(Progress):
             self.logger.info("upload stopped after %d of %d bytes in %.1f s", done, total, seconds)
 
 
+class _AroundBars:
+    """A stream for log handlers while bars are shown: each record is written through ``tqdm.write``.
+
+    tqdm clears the bars, prints the line and draws the bars again below it, so a
+    log line never lands inside a bar line.
+    """
+
+    def __init__(self, stream: TextIO, write: Any) -> None:
+        self.stream = stream
+        self._write = write
+
+    def write(self, text: str) -> None:
+        self._write(text, file=self.stream, end="")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def route_logs_around_bars(stream: TextIO, write: Any) -> List[Tuple[logging.StreamHandler, Any]]:
+    """Point the root logger's handlers that write to ``stream`` (or a terminal) through ``write``.
+
+    Returns what ``restore_log_streams`` needs to undo it.
+    """
+    swapped = []
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+            continue
+        target = handler.stream
+        if isinstance(target, _AroundBars):
+            continue
+        if target is stream or getattr(target, "isatty", lambda: False)():
+            swapped.append((handler, handler.setStream(_AroundBars(target, write))))  # type: ignore[arg-type]
+    return swapped
+
+
+def restore_log_streams(swapped: List[Tuple[logging.StreamHandler, Any]]) -> None:
+    """Undo ``route_logs_around_bars``."""
+    for handler, stream in swapped:
+        handler.setStream(stream)
+
+
 class BarProgress(LogProgress):
     """For terminals: one tqdm bar per artifact and one for the total (needs the ``progress`` extra)."""
 
@@ -121,11 +165,13 @@ class BarProgress(LogProgress):
         self._bars: Dict[str, Any] = {}
         self._total_bar: Any = None
         self._lock = threading.Lock()
+        self._routed: List[Tuple[logging.StreamHandler, Any]] = []
 
     def start(self, name: str, total: int) -> None:
         super().start(name, total)
         with self._lock:
             if self._total_bar is None:
+                self._routed = route_logs_around_bars(self._stream, self._tqdm.write)
                 self._total_bar = self._tqdm(
                     total=0, unit="B", unit_scale=True, desc="total", file=self._stream, position=0, leave=True
                 )
@@ -162,6 +208,8 @@ class BarProgress(LogProgress):
                 bar.close()
             if self._total_bar is not None:
                 self._total_bar.close()
+            restore_log_streams(self._routed)
+            self._routed = []
         super().close(succeeded)
 
 
