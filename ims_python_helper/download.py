@@ -36,9 +36,10 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from .errors import DeadlineExceeded, ImsHelperError, TransportError
@@ -107,6 +108,25 @@ class DownloadResult:
     retries: int
 
 
+def _body(response: requests.Response) -> Iterator[bytes]:
+    """The answer's bytes as they arrive; a cut-off answer still yields what came before the cut.
+
+    ``iter_content`` drops the bytes of a read that ends in a broken connection;
+    urllib3's ``read1`` hands over whatever has arrived, so a resumed range asks
+    for the missing bytes only.
+    """
+    raw = response.raw
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:  # urllib3 1.x
+        yield from response.iter_content(READ_CHUNK)
+        return
+    while True:
+        data = read1(READ_CHUNK)
+        if not data:
+            return
+        yield data
+
+
 class _Cancelled(Exception):
     """Another part failed; this one stops."""
 
@@ -117,6 +137,10 @@ class _RangeFailure(Exception):
     def __init__(self, reason: str, retry: bool = True) -> None:
         super().__init__(reason)
         self.retry = retry
+
+
+#: Failures of one attempt that asking again may cure (raw urllib3 reads raise urllib3's own errors).
+_TRANSIENT = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, _RangeFailure)
 
 
 def _parse_content_range(value: str) -> Tuple[int, int, Optional[int]]:
@@ -267,7 +291,7 @@ class Downloader:
                     raise _RangeFailure(f"the answer ended after {received} of {total} bytes")
                 self.progress.finish(self.name)
                 return received, md5.hexdigest(), False
-            except (requests.exceptions.RequestException, _RangeFailure) as err:
+            except _TRANSIENT as err:
                 response.close()
                 self.progress.advance(self.name, -received)
                 self._give_up_or_wait(err, attempt, "the download")
@@ -282,7 +306,19 @@ class Downloader:
         """Fetch bytes ``span`` (inclusive), writing them at their offset; returns them for the hasher."""
         start, end = span
         chunks: List[bytes] = []
-        received = 0
+        pending: List[bytes] = []
+        received = 0  # bytes of the range written so far
+
+        def flush() -> None:
+            # Bytes are gathered to about READ_CHUNK before a write: fewer system calls than one per socket read.
+            nonlocal received
+            if pending:
+                block = b"".join(pending)
+                pending.clear()
+                os.pwrite(fd, block, start + received)
+                chunks.append(block)
+                received += len(block)
+
         attempt = 1
         while True:
             if self._cancel.is_set():
@@ -295,21 +331,27 @@ class Downloader:
                 got_start, got_end, _ = _parse_content_range(response.headers.get("Content-Range", ""))
                 if got_start != offset or got_end != end:
                     raise _RangeFailure(f"asked for bytes {offset}-{end}, got {got_start}-{got_end}", retry=False)
-                for chunk in response.iter_content(READ_CHUNK):
+                gathered = 0
+                wanted = end + 1 - offset
+                for data in _body(response):
                     if self._cancel.is_set():
                         raise _Cancelled()
-                    chunk = chunk[: end + 1 - (start + received)]
-                    os.pwrite(fd, chunk, start + received)
-                    chunks.append(chunk)
-                    received += len(chunk)
-                    self.progress.advance(self.name, len(chunk))
-                    if start + received > end:
+                    data = data[: wanted - gathered]
+                    pending.append(data)
+                    gathered += len(data)
+                    self.progress.advance(self.name, len(data))
+                    if gathered >= wanted:
                         break
+                    if sum(map(len, pending)) >= READ_CHUNK:
+                        flush()
+                flush()
                 response.close()
                 if start + received <= end:
                     raise _RangeFailure(f"the answer for bytes {offset}-{end} ended after {start + received - offset}")
                 return chunks
-            except (requests.exceptions.RequestException, _RangeFailure) as err:
+            except _TRANSIENT as err:
+                # What did arrive is good: keep it, and ask only for the rest.
+                flush()
                 if response is not None:
                     response.close()
                 response = None
@@ -366,7 +408,16 @@ class Downloader:
         """Raise when ``err`` cannot be helped or the attempts are used up; else sleep the backoff."""
         if self._cancel.is_set():
             raise _Cancelled()
-        reason = describe_request_error(err) if isinstance(err, requests.exceptions.RequestException) else str(err)
+        if isinstance(err, requests.exceptions.RequestException):
+            reason = describe_request_error(err)
+        elif isinstance(err, urllib3.exceptions.ProtocolError):
+            reason = "the answer was cut off before its end"
+        elif isinstance(err, urllib3.exceptions.ReadTimeoutError):
+            reason = "timed out waiting for an answer"
+        elif isinstance(err, _RangeFailure):
+            reason = str(err)
+        else:
+            reason = type(err).__name__
         retry = not isinstance(err, _RangeFailure) or err.retry
         if not retry or attempt >= self.options.attempts:
             tries = "" if not retry else f" after {attempt} attempts"

@@ -60,7 +60,7 @@ def check_members(tar: tarfile.TarFile, archive: str) -> List[Tuple[tarfile.TarI
     for member in tar.getmembers():
         parts = _member_parts(member.name, archive)
         if member.isdev() or member.isfifo() or not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-            kind = "device file" if member.isdev() else "fifo" if member.isfifo() else "special file"
+            kind = "fifo" if member.isfifo() else "device file" if member.isdev() else "special file"
             raise UnsafeArchive(f"{archive}: refused member {member.name!r}: {kind}; only files, directories and links")
         if member.issym():
             target = member.linkname
