@@ -11,7 +11,8 @@ Pod scripts call ``wait_for_kiwi_repos(...)`` (returns 0 or 1, sets the job to
     python -m ims_python_helper.wait_for_kiwi_repos
 
 reading ``RECIPE_ROOT_PARENT``, ``IMS_JOB_ID``, ``IMS_URL``, ``CA_CERT`` and
-``TIMEOUT`` (seconds, default 500) and exiting with the result.
+``TIMEOUT`` (seconds, default 500) and exiting with the result
+(``REPO_POLL_INTERVAL`` sets the seconds between rounds, default 5).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def wait_for_repos(
     recipe_root: str,
     timeout: float = DEFAULT_TIMEOUT,
     logger: Optional[logging.Logger] = None,
-    poll_interval: float = POLL_INTERVAL,
+    poll_interval: Optional[float] = None,
 ) -> List[str]:
     """Poll the recipe's http(s) repositories until all answer; returns them. Raises ``ReposUnavailable`` on timeout."""
     log = logger or LOGGER
@@ -132,7 +133,7 @@ def wait_for_repos(
                 f"after {timeout:g} s, {len(waiting)} of {len(repos)} repositories still do not answer: "
                 f"{', '.join(redact(r) for r in waiting)}; check them or raise TIMEOUT"
             )
-        time.sleep(min(poll_interval, left))
+        time.sleep(min(POLL_INTERVAL if poll_interval is None else poll_interval, left))
 
 
 def wait_for_kiwi_repos(
@@ -173,6 +174,8 @@ def main() -> int:
         return 1
     from . import jobpod
 
+    global POLL_INTERVAL
+    POLL_INTERVAL = float(os.environ.get("REPO_POLL_INTERVAL") or POLL_INTERVAL)
     return wait_for_kiwi_repos(
         os.environ.get("IMS_JOB_ID", ""),
         ims_url_from_env(),
