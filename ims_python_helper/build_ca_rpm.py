@@ -78,7 +78,7 @@ def build_ca_rpm() -> str:
             "--define",
             f"_topdir {top}",
             "--define",
-            f"_tmppath {top}/tmp",
+            f"_tmppath {os.path.join(top, 'tmp')}",
             "--define",
             f"ca_cert_file {CA_FILE}",
             SPEC_FILE,

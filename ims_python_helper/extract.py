@@ -59,7 +59,11 @@ def check_members(tar: tarfile.TarFile, archive: str) -> List[Tuple[tarfile.TarI
     seen: Dict[Tuple[str, ...], tarfile.TarInfo] = {}
     for member in tar.getmembers():
         parts = _member_parts(member.name, archive)
-        if member.isdev() or member.isfifo() or not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        if (
+            member.isdev()
+            or member.isfifo()
+            or not (member.isreg() or member.isdir() or member.issym() or member.islnk())
+        ):
             kind = "fifo" if member.isfifo() else "device file" if member.isdev() else "special file"
             raise UnsafeArchive(f"{archive}: refused member {member.name!r}: {kind}; only files, directories and links")
         if member.issym():
@@ -78,7 +82,8 @@ def check_members(tar: tarfile.TarFile, archive: str) -> List[Tuple[tarfile.TarI
                     depth += 1
                 if depth < 0:
                     raise UnsafeArchive(
-                        f"{archive}: refused member {member.name!r}: symlink to {target!r} points outside the destination"
+                        f"{archive}: refused member {member.name!r}: symlink to {target!r} "
+                        "points outside the destination"
                     )
         if member.islnk():
             target_parts = _member_parts(member.linkname, archive)
@@ -108,7 +113,9 @@ def _write_member(
     os.makedirs(parent, exist_ok=True)
     real_parent = os.path.realpath(parent)
     if not _inside(root, real_parent):
-        raise UnsafeArchive(f"{archive}: refused member {member.name!r}: its directory resolves outside the destination")
+        raise UnsafeArchive(
+            f"{archive}: refused member {member.name!r}: its directory resolves outside the destination"
+        )
     path = os.path.join(real_parent, parts[-1])
     if member.isdir():
         if os.path.lexists(path) and not os.path.isdir(path):
@@ -119,13 +126,16 @@ def _write_member(
         return
     if os.path.lexists(path):
         if os.path.isdir(path) and not os.path.islink(path):
-            raise UnsafeArchive(f"{archive}: refused member {member.name!r}: a directory of that name is in the archive")
+            raise UnsafeArchive(
+                f"{archive}: refused member {member.name!r}: a directory of that name is in the archive"
+            )
         os.unlink(path)  # a later member of the same name replaces the earlier one, as tar does
     if member.issym():
         resolved = os.path.realpath(os.path.join(real_parent, member.linkname))
         if not _inside(root, resolved):
             raise UnsafeArchive(
-                f"{archive}: refused member {member.name!r}: symlink to {member.linkname!r} resolves outside the destination"
+                f"{archive}: refused member {member.name!r}: symlink to {member.linkname!r} "
+                "resolves outside the destination"
             )
         os.symlink(member.linkname, path)
         return
@@ -133,7 +143,8 @@ def _write_member(
         source = os.path.realpath(os.path.join(root, *_member_parts(member.linkname, archive)))
         if not _inside(root, source) or not os.path.isfile(source):
             raise UnsafeArchive(
-                f"{archive}: refused member {member.name!r}: hardlink to {member.linkname!r} resolves outside the destination"
+                f"{archive}: refused member {member.name!r}: hardlink to {member.linkname!r} "
+                "resolves outside the destination"
             )
         os.link(source, path)
         return
@@ -165,7 +176,7 @@ def safe_extract(archive: Union[str, os.PathLike], destination: Union[str, os.Pa
     root = os.path.realpath(staging)
     try:
         try:
-            tar = tarfile.open(archive_path, "r:*")
+            tar = tarfile.open(archive_path, "r:*")  # noqa: SIM115 - closed by the with below
         except (tarfile.TarError, OSError) as err:
             raise InputError(f"{shown} is not a readable tar archive ({err}); check the recipe upload") from None
         with tar:

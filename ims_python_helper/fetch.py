@@ -78,9 +78,7 @@ def unsquash(archive: str, destination: str) -> None:
     """``unsquashfs -f -d DESTINATION ARCHIVE``; raises with unsquashfs's last error line on failure."""
     if shutil.which("unsquashfs") is None:
         raise ConfigError("unsquashfs is not installed; install squashfs-tools")
-    done = subprocess.run(
-        ["unsquashfs", "-f", "-d", destination, archive], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run(["unsquashfs", "-f", "-d", destination, archive], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit status {done.returncode}"

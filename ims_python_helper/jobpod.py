@@ -39,7 +39,7 @@ def ca_bundle(ca_cert: Optional[str]) -> Union[bool, str]:
     """
     if ca_cert and os.path.isfile(ca_cert):
         return ca_cert
-    if not ca_cert or ca_cert == DEFAULT_CA_CERT and "CA_CERT" not in os.environ:
+    if not ca_cert or (ca_cert == DEFAULT_CA_CERT and "CA_CERT" not in os.environ):
         return True
     raise ConfigError(f"CA bundle {ca_cert!r} (CA_CERT) is not a readable file; mount the platform CA or fix CA_CERT")
 
@@ -55,7 +55,9 @@ def download_verify(ca_cert: Optional[str]) -> Union[bool, str]:
     return ca_bundle(ca_cert)
 
 
-def ims_session(ca_cert: Optional[str], timeout: float = 60.0, deadline: Optional[Deadline] = None) -> ClientCredentialsSession:
+def ims_session(
+    ca_cert: Optional[str], timeout: float = 60.0, deadline: Optional[Deadline] = None
+) -> ClientCredentialsSession:
     """An OAuth2 session with the admin client's credentials (``OAUTH_*`` env or ``OAUTH_CONFIG_DIR`` files)."""
     client_id, client_secret, token_url = get_admin_client_auth()
     return create_oauth_session(client_id, client_secret, ca_bundle(ca_cert), token_url, timeout, deadline=deadline)
@@ -112,7 +114,9 @@ def configure_logging(logger: Optional[logging.Logger] = None) -> None:
     root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
 
 
-def run_step(step: Callable[[], object], job: Optional[Callable[[], Optional[JobStatus]]], logger: logging.Logger) -> int:
+def run_step(
+    step: Callable[[], object], job: Optional[Callable[[], Optional[JobStatus]]], logger: logging.Logger
+) -> int:
     """Run ``step`` for a pod script: 0 on success; on failure one log line, job ``error``, ``SystemExit(1)``."""
     try:
         step()

@@ -95,7 +95,9 @@ def template_files(recipe_root: str) -> List[str]:
         resolved = os.path.realpath(os.path.join(root, entry))
         # Components, not a string prefix: /recipe-evil is not inside /recipe.
         if os.path.commonpath([root, resolved]) != root:
-            raise TemplateError(f"{TEMPLATE_LIST_NAME}: template {entry!r} is outside the recipe; list recipe files only")
+            raise TemplateError(
+                f"{TEMPLATE_LIST_NAME}: template {entry!r} is outside the recipe; list recipe files only"
+            )
         if not os.path.isfile(resolved):
             raise TemplateError(f"{TEMPLATE_LIST_NAME}: template {entry!r} is not a file in the recipe")
         paths.append(resolved)
@@ -105,9 +107,7 @@ def template_files(recipe_root: str) -> List[str]:
 def _render(path: str, root: str, values: Dict[str, Any]) -> str:
     jinja2 = _jinja2()
     # Not HTML: recipe files (kiwi XML, scripts) must get the values verbatim.
-    environment = jinja2.Environment(  # noqa: S701
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-    )
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     shown = os.path.relpath(path, root)
     try:
         with open(path, encoding="utf-8") as handle:

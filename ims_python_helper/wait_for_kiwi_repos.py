@@ -144,7 +144,10 @@ def wait_for_kiwi_repos(
     timeout: float,
     logger: logging.Logger,
 ) -> int:
-    """The pods' call: set the job to ``waiting_for_repos``, wait; 0 when all answer, else 1 with the job at ``error``."""
+    """The pods' call: set the job to ``waiting_for_repos`` and wait.
+
+    Returns 0 when all repositories answer, else 1 with the job set to ``error``.
+    """
     job = None
     try:
         job = JobStatus(ims_job_id, ims_url, ca_cert, logger)

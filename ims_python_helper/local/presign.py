@@ -34,7 +34,7 @@ def presigned_get_url(client: Any, bucket: str, key: str, expires: int = 3600) -
 
 def put_and_presign(
     backend: S3Backend,
-    path: Union[str, "os.PathLike[str]"],
+    path: Union[str, os.PathLike[str]],
     key: str,
     bucket: str = DEFAULT_BUCKET,
     expires: int = 3600,

@@ -34,7 +34,9 @@ def test_a_range_cut_midway_resumes_only_its_missing_bytes(tmp_path, blob):
         cut_at = 5 * PART + 1000
         server.cut_once(cut_at, 70_000)  # the range holding cut_at stops after 70 000 bytes
         options = DownloadOptions(part_size=PART, concurrency=3, backoff=0.01)
-        result = download_file(server.url, tmp_path / "rootfs", expected_md5=hashlib.md5(blob).hexdigest(), options=options)
+        result = download_file(
+            server.url, tmp_path / "rootfs", expected_md5=hashlib.md5(blob).hexdigest(), options=options
+        )
     assert (tmp_path / "rootfs").read_bytes() == blob
     assert result.retries == 1
     # The cut range was asked for again from its first missing byte, and nothing else twice.
@@ -51,7 +53,7 @@ def test_a_server_without_ranges_is_read_in_one_stream(tmp_path, blob):
 
 
 def test_wrong_md5_fails_and_leaves_no_file(tmp_path, blob):
-    with RangeServer(blob) as server, pytest.raises(ChecksumMismatch, match="expected 0{32}"):
+    with RangeServer(blob) as server, pytest.raises(ChecksumMismatch, match=r"expected 0{32}"):
         download_file(server.url, tmp_path / "rootfs", expected_md5="0" * 32, options=DownloadOptions(part_size=PART))
     assert os.listdir(tmp_path) == []
 

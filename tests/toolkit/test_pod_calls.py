@@ -35,7 +35,9 @@ def test_image_build_job_fetches_recipe_then_waits_for_repos(pod, presign, repos
     work = tmp_path / "mnt-recipe"
     work.mkdir()
 
-    fetched = pod.run(FETCH, "--recipe", "True", str(work), presign(recipe), env={"TEMPLATE_DICTIONARY_PATH": str(values)})
+    fetched = pod.run(
+        FETCH, "--recipe", "True", str(work), presign(recipe), env={"TEMPLATE_DICTIONARY_PATH": str(values)}
+    )
     assert fetched.code == 0, fetched.stderr
     assert ims_api.get(f"/jobs/{pod.job_id}")["status"] == "fetching_recipe"
     assert sorted(p.name for p in work.iterdir()) == [".ims_recipe_template.yaml", "config.xml"]
@@ -122,7 +124,9 @@ def test_recipe_without_http_repositories_is_success(pod, ims_api, tmp_path, mon
 
 
 def test_config_with_doctype_is_refused(pod, ims_api, tmp_path):
-    (tmp_path / "config.xml").write_text('<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY e "boom">]>\n<image>&e;</image>\n')
+    (tmp_path / "config.xml").write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY e "boom">]>\n<image>&e;</image>\n'
+    )
     result = pod.run(WAIT, env={"RECIPE_ROOT_PARENT": str(tmp_path), "TIMEOUT": "5"})
     assert result.code == 1
     assert "declares a DOCTYPE or entities" in result.stderr
