@@ -222,7 +222,17 @@ class Downloader:
 
     def _download_to(self, fd: int) -> Tuple[int, str, bool]:
         part = self.options.part_size
-        response = self._get(f"bytes=0-{part - 1}", first=True)
+        attempt = 1
+        while True:
+            response = self._get(f"bytes=0-{part - 1}", first=True)
+            if response.status_code in (200, 206, 416):
+                break
+            response.close()
+            try:
+                self._check_status(response, 206)
+            except _RangeFailure as err:
+                self._give_up_or_wait(err, attempt, "the first request")
+                attempt += 1
         if response.status_code == 200:
             LOGGER.info("%s: the server does not serve byte ranges; downloading in one stream", self.name)
             return self._single_stream(fd, response)
@@ -230,7 +240,11 @@ class Downloader:
             # An empty object has no byte 0 to ask for.
             response.close()
             return self._single_stream(fd, self._get(None, first=True))
-        start, end, total = _parse_content_range(response.headers.get("Content-Range", ""))
+        try:
+            start, end, total = _parse_content_range(response.headers.get("Content-Range", ""))
+        except _RangeFailure as err:
+            response.close()
+            raise DownloadError(f"downloading {self.name} from {self._shown_url} failed: {err}") from None
         if start != 0 or total is None:
             response.close()
             raise DownloadError(f"{self.name}: the server answered bytes 0- with range {start}-{end}/{total}")

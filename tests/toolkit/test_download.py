@@ -66,3 +66,16 @@ def test_a_range_that_keeps_failing_gives_up_and_leaves_no_file(tmp_path, blob):
         with pytest.raises(DownloadError, match="after 3 attempts"):
             download_file(server.url, tmp_path / "rootfs", options=options)
     assert os.listdir(tmp_path) == []
+
+
+def test_refused_url_is_one_line_error_without_the_signature(tmp_path):
+    from ims_python_helper.local.repo_server import RepoServer
+
+    with RepoServer() as server:  # answers 404 for anything it does not serve
+        url = f"{server.url}/rootfs?X-Amz-Signature=0123456789abcdef&X-Amz-Expires=60"
+        with pytest.raises(DownloadError) as caught:
+            download_file(url, tmp_path / "rootfs")
+    message = str(caught.value)
+    assert "HTTP 404" in message and "\n" not in message
+    assert "0123456789abcdef" not in message
+    assert os.listdir(tmp_path) == []
