@@ -19,6 +19,7 @@ verification off), ``LOG_LEVEL``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -61,7 +62,8 @@ def _download(
     progress: Optional[Progress],
     deadline: Optional[Deadline],
 ) -> DownloadResult:
-    opts = options or DownloadOptions(verify=verify)
+    # ``verify`` is the one TLS setting of a fetch; it wins over any in ``options``.
+    opts = dataclasses.replace(options, verify=verify) if options else DownloadOptions(verify=verify)
     return download_file(url, target, expected_md5=expected_md5, options=opts, progress=progress, deadline=deadline)
 
 
