@@ -322,13 +322,15 @@ class Downloader:
         chunks: List[bytes] = []
         pending: List[bytes] = []
         received = 0  # bytes of the range written so far
+        pending_bytes = 0
 
         def flush() -> None:
             # Bytes are gathered to about READ_CHUNK before a write: fewer system calls than one per socket read.
-            nonlocal received
+            nonlocal received, pending_bytes
             if pending:
                 block = b"".join(pending)
                 pending.clear()
+                pending_bytes = 0
                 os.pwrite(fd, block, start + received)
                 chunks.append(block)
                 received += len(block)
@@ -352,11 +354,12 @@ class Downloader:
                         raise _Cancelled()
                     data = data[: wanted - gathered]
                     pending.append(data)
+                    pending_bytes += len(data)
                     gathered += len(data)
                     self.progress.advance(self.name, len(data))
                     if gathered >= wanted:
                         break
-                    if sum(map(len, pending)) >= READ_CHUNK:
+                    if pending_bytes >= READ_CHUNK:
                         flush()
                 flush()
                 response.close()
