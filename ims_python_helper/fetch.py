@@ -187,7 +187,7 @@ class FetchBase:
 
     def progress(self) -> Progress:
         """Bars on a terminal, log lines in a pod."""
-        return make_progress(os.environ.get("IMS_PROGRESS", "auto"), sys.stderr)
+        return make_progress(os.environ.get("IMS_PROGRESS", "auto"), sys.stderr, "download")
 
     def _run(self, step: object) -> int:
         configure_logging()

@@ -61,7 +61,11 @@ def _rate(done: int, seconds: float) -> float:
 class LogProgress(Progress):
     """For pods and pipes: a log line per artifact at most every ``interval`` seconds, and a summary."""
 
-    def __init__(self, interval: float = 5.0, logger: Optional[logging.Logger] = None) -> None:
+    def __init__(
+        self, interval: float = 5.0, logger: Optional[logging.Logger] = None, direction: str = "upload"
+    ) -> None:
+        #: ``upload`` or ``download``: only the words of the log lines differ.
+        self.direction = direction
         self.interval = interval
         self.logger = logger or LOGGER
         self.counts = _Totals()
@@ -96,7 +100,8 @@ class LogProgress(Progress):
         total = self.counts.totals.get(name, 0)
         self.counts.advance(name, total)
         seconds = time.monotonic() - self._begun.get(name, time.monotonic())
-        self.logger.info("%s: stored %d bytes in %.1f s (%.1f MB/s)", name, total, seconds, _rate(total, seconds))
+        verb = "stored" if self.direction == "upload" else "downloaded"
+        self.logger.info("%s: %s %d bytes in %.1f s (%.1f MB/s)", name, verb, total, seconds, _rate(total, seconds))
 
     def close(self, succeeded: bool) -> None:
         done, total = self.counts.overall()
@@ -104,9 +109,11 @@ class LogProgress(Progress):
             return
         seconds = time.monotonic() - self.counts.started
         if succeeded:
-            self.logger.info("uploaded %d bytes in %.1f s (%.1f MB/s)", total, seconds, _rate(total, seconds))
+            self.logger.info(
+                "%sed %d bytes in %.1f s (%.1f MB/s)", self.direction, total, seconds, _rate(total, seconds)
+            )
         else:
-            self.logger.info("upload stopped after %d of %d bytes in %.1f s", done, total, seconds)
+            self.logger.info("%s stopped after %d of %d bytes in %.1f s", self.direction, done, total, seconds)
 
 
 class _AroundBars:
@@ -156,8 +163,8 @@ def restore_log_streams(swapped: List[Tuple[logging.StreamHandler, Any]]) -> Non
 class BarProgress(LogProgress):
     """For terminals: one tqdm bar per artifact and one for the total (needs the ``progress`` extra)."""
 
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(interval=float("inf"))
+    def __init__(self, stream: TextIO, direction: str = "upload") -> None:
+        super().__init__(interval=float("inf"), direction=direction)
         import tqdm  # optional dependency, checked by make_progress
 
         self._tqdm = tqdm.tqdm
@@ -213,7 +220,7 @@ class BarProgress(LogProgress):
         super().close(succeeded)
 
 
-def make_progress(mode: str, stream: TextIO) -> Progress:
+def make_progress(mode: str, stream: TextIO, direction: str = "upload") -> Progress:
     """Choose the display: ``bar`` on a terminal when tqdm is installed, ``log`` otherwise."""
     if mode == "none":
         return Progress()
@@ -221,10 +228,10 @@ def make_progress(mode: str, stream: TextIO) -> Progress:
         interactive = getattr(stream, "isatty", lambda: False)()
         if mode == "bar" or interactive:
             try:
-                return BarProgress(stream)
+                return BarProgress(stream, direction)
             except ImportError:
                 if mode == "bar":
                     LOGGER.warning(
                         "progress bars need tqdm (pip install 'ims-python-helper[progress]'); using log lines"
                     )
-    return LogProgress()
+    return LogProgress(direction=direction)

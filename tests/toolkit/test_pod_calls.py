@@ -65,6 +65,7 @@ def test_customize_job_fetches_and_unpacks_image(pod, presign, ims_api, tmp_path
     assert ims_api.get(f"/jobs/{pod.job_id}")["status"] == "fetching_image"
     assert (work / "image-root" / "etc" / "motd").read_text() == "built by the test\n"
     assert sorted(p.name for p in work.iterdir()) == ["image-root"]  # archive and signal files gone
+    assert f"image.sqsh: downloaded {image.stat().st_size} bytes" in result.stderr  # progress as uploads show it
 
 
 def test_image_fetch_without_unpack_keeps_the_archive(pod, presign, tmp_path):
