@@ -83,6 +83,8 @@ class DownloadOptions:
     verify: Union[bool, str] = True
     #: First backoff wait in seconds (doubled per attempt, with jitter).
     backoff: float = 0.5
+    #: Parts started ahead of the hasher (0: ``concurrency``); each may wait in memory for the ones before it.
+    window: int = 0
 
     def __post_init__(self) -> None:
         if self.part_size < 64 * 1024:
@@ -93,7 +95,12 @@ class DownloadOptions:
     @property
     def memory_bound(self) -> int:
         """Most bytes held in memory at once: the parts waiting for the hasher and the one being hashed."""
-        return self.part_size * (self.concurrency + 1)
+        return self.part_size * (self.window_parts + 1)
+
+    @property
+    def window_parts(self) -> int:
+        """Parts started ahead of the hasher."""
+        return max(self.window, self.concurrency)
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,7 @@ class Downloader:
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.options.concurrency + 1, max_retries=0)
             self.session.mount("https://", adapter)
             self.session.mount("http://", adapter)
+        self._window = self.options.window_parts
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._retries = 0
@@ -266,7 +274,7 @@ class Downloader:
             try:
                 for index in range(len(ranges)):
                     # Keep at most `concurrency` parts ahead of the hasher: that bounds the memory.
-                    while next_submit < len(ranges) and next_submit < index + self.options.concurrency:
+                    while next_submit < len(ranges) and next_submit < index + self._window:
                         first = response if next_submit == 0 else None
                         futures[next_submit] = pool.submit(self._fetch_range, fd, ranges[next_submit], first)
                         next_submit += 1
