@@ -7,6 +7,7 @@ import logging
 import subprocess
 import tarfile
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from ims_python_helper.wait_for_kiwi_repos import IMS_JOB_STATUS, wait_for_kiwi_repos
 from tests.toolkit.conftest import kiwi_config, make_recipe_tgz
@@ -35,14 +36,14 @@ def test_image_build_job_fetches_recipe_then_waits_for_repos(pod, presign, repos
     work = tmp_path / "mnt-recipe"
     work.mkdir()
 
-    fetched = pod.run(
-        FETCH, "--recipe", "True", str(work), presign(recipe), env={"TEMPLATE_DICTIONARY_PATH": str(values)}
-    )
+    url = presign(recipe)
+    fetched = pod.run(FETCH, "--recipe", "True", str(work), url, env={"TEMPLATE_DICTIONARY_PATH": str(values)})
     assert fetched.code == 0, fetched.stderr
     assert ims_api.get(f"/jobs/{pod.job_id}")["status"] == "fetching_recipe"
     assert sorted(p.name for p in work.iterdir()) == [".ims_recipe_template.yaml", "config.xml"]
     assert 'name="compute-sles15"' in (work / "config.xml").read_text()
-    assert "X-Amz-Signature=<hidden>" in fetched.stderr or "X-Amz-Signature" not in fetched.stderr
+    signature = parse_qs(urlsplit(url).query)["X-Amz-Signature"][0]
+    assert signature not in fetched.stderr + fetched.stdout  # the presigned URL's secret part never shows
 
     waited = pod.run(WAIT, env={"RECIPE_ROOT_PARENT": str(work), "TIMEOUT": "60"})
     assert waited.code == 0, waited.stderr
@@ -81,12 +82,14 @@ def test_wrong_download_md5_fails_the_job_and_removes_the_file(pod, presign, ims
     image = _squashfs(tmp_path)
     work = tmp_path / "mnt-image"
     work.mkdir()
-    result = pod.run(FETCH, "--image", "true", str(work), presign(image), env={"DOWNLOAD_MD5SUM": "0" * 32})
+    url = presign(image)
+    result = pod.run(FETCH, "--image", "true", str(work), url, env={"DOWNLOAD_MD5SUM": "0" * 32})
     assert result.code == 1
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "expected 00000000000000000000000000000000" in errors[0]
     assert ims_api.get(f"/jobs/{pod.job_id}")["status"] == "error"
     assert list(work.iterdir()) == []
+    assert parse_qs(urlsplit(url).query)["X-Amz-Signature"][0] not in result.stderr
 
 
 def test_malicious_recipe_fails_the_job_and_leaves_nothing(pod, presign, ims_api, tmp_path):
