@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.py requirements.txt requirements-test.txt constraints.
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt -r requirements-test.txt
-	$(PIP) install --quiet -c constraints.txt -e '.[local,progress]'
+	$(PIP) install --quiet -c constraints.txt -e '.[local,progress,template]'
 	touch $@
 
 demo: venv

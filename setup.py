@@ -29,6 +29,8 @@ setup(
         "local": ["moto[s3]>=5.0", "flask", "flask-cors", "trustme>=1.0"],
         # Progress bars on a terminal (pods get log lines without it).
         "progress": ["tqdm>=4.60"],
+        # Recipe templating in the job-pod toolkit (imported only when a recipe lists templates).
+        "template": ["Jinja2>=3.0", "PyYAML>=5.4"],
     },
     entry_points={"console_scripts": ["ims-python-helper=ims_python_helper.cli:console_main"]},
     classifiers=[

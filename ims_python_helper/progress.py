@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 LOGGER = logging.getLogger(__name__)
 MB = 1000 * 1000
@@ -61,7 +61,11 @@ def _rate(done: int, seconds: float) -> float:
 class LogProgress(Progress):
     """For pods and pipes: a log line per artifact at most every ``interval`` seconds, and a summary."""
 
-    def __init__(self, interval: float = 5.0, logger: Optional[logging.Logger] = None) -> None:
+    def __init__(
+        self, interval: float = 5.0, logger: Optional[logging.Logger] = None, direction: str = "upload"
+    ) -> None:
+        #: ``upload`` or ``download``: only the words of the log lines differ.
+        self.direction = direction
         self.interval = interval
         self.logger = logger or LOGGER
         self.counts = _Totals()
@@ -96,7 +100,8 @@ class LogProgress(Progress):
         total = self.counts.totals.get(name, 0)
         self.counts.advance(name, total)
         seconds = time.monotonic() - self._begun.get(name, time.monotonic())
-        self.logger.info("%s: stored %d bytes in %.1f s (%.1f MB/s)", name, total, seconds, _rate(total, seconds))
+        verb = "stored" if self.direction == "upload" else "downloaded"
+        self.logger.info("%s: %s %d bytes in %.1f s (%.1f MB/s)", name, verb, total, seconds, _rate(total, seconds))
 
     def close(self, succeeded: bool) -> None:
         done, total = self.counts.overall()
@@ -104,16 +109,62 @@ class LogProgress(Progress):
             return
         seconds = time.monotonic() - self.counts.started
         if succeeded:
-            self.logger.info("uploaded %d bytes in %.1f s (%.1f MB/s)", total, seconds, _rate(total, seconds))
+            self.logger.info(
+                "%sed %d bytes in %.1f s (%.1f MB/s)", self.direction, total, seconds, _rate(total, seconds)
+            )
         else:
-            self.logger.info("upload stopped after %d of %d bytes in %.1f s", done, total, seconds)
+            self.logger.info("%s stopped after %d of %d bytes in %.1f s", self.direction, done, total, seconds)
+
+
+class _AroundBars:
+    """A stream for log handlers while bars are shown: each record is written through ``tqdm.write``.
+
+    tqdm clears the bars, prints the line and draws the bars again below it, so a
+    log line never lands inside a bar line.
+    """
+
+    def __init__(self, stream: TextIO, write: Any) -> None:
+        self.stream = stream
+        self._write = write
+
+    def write(self, text: str) -> None:
+        self._write(text, file=self.stream, end="")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def route_logs_around_bars(stream: TextIO, write: Any) -> List[Tuple[logging.StreamHandler, Any]]:
+    """Point the root logger's handlers that write to ``stream`` (or a terminal) through ``write``.
+
+    Returns what ``restore_log_streams`` needs to undo it.
+    """
+    swapped = []
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+            continue
+        target = handler.stream
+        if isinstance(target, _AroundBars):
+            continue
+        if target is stream or getattr(target, "isatty", lambda: False)():
+            swapped.append((handler, handler.setStream(_AroundBars(target, write))))  # type: ignore[arg-type]
+    return swapped
+
+
+def restore_log_streams(swapped: List[Tuple[logging.StreamHandler, Any]]) -> None:
+    """Undo ``route_logs_around_bars``."""
+    for handler, stream in swapped:
+        handler.setStream(stream)
 
 
 class BarProgress(LogProgress):
     """For terminals: one tqdm bar per artifact and one for the total (needs the ``progress`` extra)."""
 
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(interval=float("inf"))
+    def __init__(self, stream: TextIO, direction: str = "upload") -> None:
+        super().__init__(interval=float("inf"), direction=direction)
         import tqdm  # optional dependency, checked by make_progress
 
         self._tqdm = tqdm.tqdm
@@ -121,11 +172,13 @@ class BarProgress(LogProgress):
         self._bars: Dict[str, Any] = {}
         self._total_bar: Any = None
         self._lock = threading.Lock()
+        self._routed: List[Tuple[logging.StreamHandler, Any]] = []
 
     def start(self, name: str, total: int) -> None:
         super().start(name, total)
         with self._lock:
             if self._total_bar is None:
+                self._routed = route_logs_around_bars(self._stream, self._tqdm.write)
                 self._total_bar = self._tqdm(
                     total=0, unit="B", unit_scale=True, desc="total", file=self._stream, position=0, leave=True
                 )
@@ -162,10 +215,12 @@ class BarProgress(LogProgress):
                 bar.close()
             if self._total_bar is not None:
                 self._total_bar.close()
+            restore_log_streams(self._routed)
+            self._routed = []
         super().close(succeeded)
 
 
-def make_progress(mode: str, stream: TextIO) -> Progress:
+def make_progress(mode: str, stream: TextIO, direction: str = "upload") -> Progress:
     """Choose the display: ``bar`` on a terminal when tqdm is installed, ``log`` otherwise."""
     if mode == "none":
         return Progress()
@@ -173,10 +228,10 @@ def make_progress(mode: str, stream: TextIO) -> Progress:
         interactive = getattr(stream, "isatty", lambda: False)()
         if mode == "bar" or interactive:
             try:
-                return BarProgress(stream)
+                return BarProgress(stream, direction)
             except ImportError:
                 if mode == "bar":
                     LOGGER.warning(
                         "progress bars need tqdm (pip install 'ims-python-helper[progress]'); using log lines"
                     )
-    return LogProgress()
+    return LogProgress(direction=direction)

@@ -1,0 +1,169 @@
+"""Fetch benchmark: download a rootfs through a presigned URL three ways, on the local stack (Ceph RGW by default).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/fetch_bench.py                 # 1 GiB, 2 rounds
+    PYTHONPATH=. .venv/bin/python benchmarks/fetch_bench.py --mib 256 --rounds 3 --s3 moto
+
+Puts one object of incompressible bytes in the stack's S3 and, in rounds that
+alternate the methods, fetches it with:
+
+1. ``naive``: one ``requests`` stream in 1 MiB chunks to a file, then an md5
+   pass over the file (the earlier clients' algorithm);
+2. ``floor``: boto3 ``download_file`` of the same object (no md5);
+3. ``ours``: ``ims_python_helper.download.download_file`` on the presigned URL,
+   md5 verified against the object's.
+
+Each method runs as a child process, measured as ``publish_bench.measure`` does:
+wall and CPU seconds, ``rchar`` and ``read_bytes`` per object byte (``rchar``
+includes the interpreter and libraries the child loads, some tens of MB), and
+peak RSS. The downloaded file is removed after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from publish_bench import MIB, measure, s3_client, write_artifact  # noqa: E402
+
+from ims_python_helper.local.presign import presigned_get_url  # noqa: E402
+from ims_python_helper.local.stack import LocalStack  # noqa: E402
+
+BUCKET = "boot-images"
+KEY = "fetch-bench/rootfs"
+METHODS = ("naive", "floor", "ours")
+
+
+# -- the children ---------------------------------------------------------------------
+
+
+def child(method: str, url: str, out: str, md5: str, endpoint: str, access: str, secret: str) -> int:
+    """Run one method in this (child) process."""
+    if method == "naive":
+        import requests
+
+        with requests.get(url, stream=True, timeout=600) as response, open(out, "wb") as handle:
+            response.raise_for_status()
+            for chunk in response.iter_content(MIB):
+                handle.write(chunk)
+        digest = hashlib.md5()
+        with open(out, "rb") as handle:
+            while True:
+                block = handle.read(MIB)
+                if not block:
+                    break
+                digest.update(block)
+        return 0 if digest.hexdigest() == md5 else 3
+    if method == "floor":
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, response_checksum_validation="when_required"),
+        )
+        client.download_file(BUCKET, KEY, out)
+        return 0
+    from ims_python_helper.download import download_file
+
+    download_file(url, out, expected_md5=md5)
+    return 0
+
+
+# -- the parent -----------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=1024, help="object size in MiB (default 1024)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of all three methods (default 2)")
+    parser.add_argument("--s3", default="auto", choices=("auto", "ceph", "moto"))
+    parser.add_argument("--json", type=Path, help="also write the samples here")
+    parser.add_argument("--child", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child(*args.child)
+    with tempfile.TemporaryDirectory(prefix="fetch-bench-") as work_dir:
+        work = Path(work_dir)
+        with LocalStack(data_dir=work / "stack", s3=args.s3) as stack:
+            assert stack.s3 is not None
+            client = s3_client(stack)
+            source = work / "rootfs"
+            write_artifact(source, args.mib * MIB, seed=1)
+            md5 = hashlib.md5(source.read_bytes()).hexdigest()
+            client.upload_file(str(source), BUCKET, KEY)
+            source.unlink()
+            url = presigned_get_url(client, BUCKET, KEY, 3600)
+            size = args.mib * MIB
+            samples: Dict[str, List[Any]] = {m: [] for m in METHODS}
+            for round_no in range(args.rounds):
+                order = METHODS if round_no % 2 == 0 else tuple(reversed(METHODS))
+                for method in order:
+                    out = work / f"out-{method}"
+                    argv_child = [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "--child",
+                        method,
+                        url,
+                        str(out),
+                        md5,
+                        stack.s3.endpoint,
+                        stack.s3.access_key,
+                        stack.s3.secret_key,
+                    ]
+                    env = dict(os.environ, PYTHONPATH=str(ROOT))
+                    sample = measure(argv_child, env, work / f"{method}.log", 0.0)
+                    if out.exists():
+                        out.unlink()
+                    samples[method].append(sample)
+                    print(
+                        f"round {round_no + 1} {method:5s} exit {sample.exit_code} wall {sample.wall_s:6.2f} s "
+                        f"cpu {sample.cpu_s:6.2f} s rchar/B {sample.rchar / size:.3f} "
+                        f"read_bytes/B {sample.read_bytes / size:.3f} peak RSS {sample.max_rss_mb:6.1f} MB",
+                        flush=True,
+                    )
+                    time.sleep(1)  # let the server settle between runs
+            engine = stack.s3.name
+    print(f"\n{args.mib} MiB object on {engine}, medians of {args.rounds} rounds:")
+    print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method in METHODS:
+        good = [s for s in samples[method] if s.exit_code == 0] or samples[method]
+        print(
+            f"| {method} | {statistics.median(s.wall_s for s in good):.2f} "
+            f"| {statistics.median(s.cpu_s for s in good):.2f} "
+            f"| {statistics.median(s.rchar for s in good) / size:.3f} "
+            f"| {statistics.median(s.read_bytes for s in good) / size:.3f} "
+            f"| {statistics.median(s.max_rss_mb for s in good):.0f} |"
+        )
+    ours = statistics.median(s.wall_s for s in samples["ours"])
+    naive = statistics.median(s.wall_s for s in samples["naive"])
+    print(f"\nours/naive wall: {ours / naive:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({m: [vars(s) for s in v] for m, v in samples.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Fetch an image or a recipe into a job pod's volume (the pods' first init container).
+
+Pod scripts call ``FetchImage(path, url).run(unpack=True)`` or
+``FetchRecipe(path, url).run()``; ``run()`` returns 0, or logs one line, sets
+the job to ``error`` and raises ``SystemExit(1)``. Library callers use
+``fetch_image`` and ``fetch_recipe``, which raise ``ImsHelperError`` instead.
+
+Also a script::
+
+    python -m ims_python_helper.fetch --image UNPACK PATH URL
+    python -m ims_python_helper.fetch --recipe True PATH URL
+
+Environment: ``IMS_JOB_ID`` (required), ``IMS_URL``, ``CA_CERT``,
+``OAUTH_CONFIG_DIR`` or ``OAUTH_CLIENT_ID``/``OAUTH_CLIENT_SECRET``/``OAUTH_CLIENT_ENDPOINT``,
+``DOWNLOAD_MD5SUM``, ``S3_SSL_VERIFY`` (an off word switches download TLS
+verification off), ``LOG_LEVEL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from typing import List, Optional, Sequence, Union
+
+from .config import DEFAULT_IMS_API_URL
+from .download import DownloadOptions, DownloadResult, download_file
+from .errors import ConfigError, InputError
+from .extract import safe_extract
+from .jobpod import DEFAULT_CA_CERT, JobStatus, configure_logging, download_verify, run_step
+from .progress import Progress, make_progress
+from .session import Deadline
+from .template import DEFAULT_DICTIONARY_PATH, template_recipe
+
+#: IMS base URL (read by the pod classes at run time, so callers may set it).
+IMS_URL = os.environ.get("IMS_URL", DEFAULT_IMS_API_URL)
+#: CA bundle for IMS, the token endpoint and the download.
+CA_CERT = os.environ.get("CA_CERT", DEFAULT_CA_CERT)
+LOGGER = logging.getLogger(__name__)
+
+#: Files the job's later containers use to signal each other; stale ones from an earlier attempt are removed.
+SIGNAL_FILES = ("ready", "complete", "exiting")
+IMAGE_ARCHIVE = "image.sqsh"
+IMAGE_ROOT = "image-root"
+RECIPE_ARCHIVE = "recipe.tgz"
+#: Words that mean "unpack" in the pods' ``--image UNPACK`` argument.
+TRUE_WORDS = ("true", "1", "t", "y", "yes")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _download(
+    url: str,
+    target: str,
+    expected_md5: Optional[str],
+    verify: Union[bool, str],
+    options: Optional[DownloadOptions],
+    progress: Optional[Progress],
+    deadline: Optional[Deadline],
+) -> DownloadResult:
+    # ``verify`` is the one TLS setting of a fetch; it wins over any in ``options``.
+    opts = dataclasses.replace(options, verify=verify) if options else DownloadOptions(verify=verify)
+    return download_file(url, target, expected_md5=expected_md5, options=opts, progress=progress, deadline=deadline)
+
+
+def remove_signal_files(path: PathLike, logger: Optional[logging.Logger] = None) -> None:
+    """Remove ``ready``, ``complete`` and ``exiting`` from ``path`` when present."""
+    for name in SIGNAL_FILES:
+        target = os.path.join(os.fspath(path), name)
+        if os.path.lexists(target):
+            os.unlink(target)
+            (logger or LOGGER).info("removed stale signal file %s", target)
+
+
+def unsquash(archive: str, destination: str) -> None:
+    """``unsquashfs -f -d DESTINATION ARCHIVE``; raises with unsquashfs's last error line on failure."""
+    if shutil.which("unsquashfs") is None:
+        raise ConfigError("unsquashfs is not installed; install squashfs-tools")
+    done = subprocess.run(["unsquashfs", "-f", "-d", destination, archive], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        raise InputError(f"unsquashfs of {os.path.basename(archive)} failed: {reason}")
+
+
+def fetch_image(
+    path: PathLike,
+    url: str,
+    unpack: bool = True,
+    job: Optional[JobStatus] = None,
+    expected_md5: Optional[str] = None,
+    verify: Union[bool, str] = True,
+    options: Optional[DownloadOptions] = None,
+    progress: Optional[Progress] = None,
+    deadline: Optional[Deadline] = None,
+    logger: Optional[logging.Logger] = None,
+) -> str:
+    """Download an image's rootfs to ``PATH/image.sqsh`` and, with ``unpack``, unsquash it to ``PATH/image-root``.
+
+    Sets ``job`` to ``fetching_image`` first (when given). Returns the archive's
+    path (without ``unpack``) or the unpacked root's. Raises ``ImsHelperError``.
+    """
+    log = logger or LOGGER
+    directory = os.fspath(path)
+    if job is not None:
+        job.set("fetching_image")
+    os.makedirs(directory, exist_ok=True)
+    archive = os.path.join(directory, IMAGE_ARCHIVE)
+    result = _download(url, archive, expected_md5, verify, options, progress, deadline)
+    log.info("downloaded %s (%d bytes, md5 %s)", archive, result.size, result.md5)
+    remove_signal_files(directory, log)
+    if not unpack:
+        return archive
+    root = os.path.join(directory, IMAGE_ROOT)
+    unsquash(archive, root)
+    os.unlink(archive)
+    log.info("unpacked the image into %s", root)
+    return root
+
+
+def fetch_recipe(
+    path: PathLike,
+    url: str,
+    job: Optional[JobStatus] = None,
+    expected_md5: Optional[str] = None,
+    dictionary_path: Optional[PathLike] = None,
+    verify: Union[bool, str] = True,
+    options: Optional[DownloadOptions] = None,
+    progress: Optional[Progress] = None,
+    deadline: Optional[Deadline] = None,
+    logger: Optional[logging.Logger] = None,
+) -> List[str]:
+    """Download a recipe to ``PATH/recipe.tgz``, extract it safely into ``PATH``, template it, delete the tarball.
+
+    Sets ``job`` to ``fetching_recipe`` first (when given). Returns the templates
+    rendered. Raises ``ImsHelperError`` (``UnsafeArchive``, ``TemplateError``, ...);
+    a refused archive leaves nothing of itself in ``PATH``.
+    """
+    log = logger or LOGGER
+    directory = os.fspath(path)
+    if job is not None:
+        job.set("fetching_recipe")
+    os.makedirs(directory, exist_ok=True)
+    archive = os.path.join(directory, RECIPE_ARCHIVE)
+    try:
+        result = _download(url, archive, expected_md5, verify, options, progress, deadline)
+        log.info("downloaded %s (%d bytes, md5 %s)", archive, result.size, result.md5)
+        names = safe_extract(archive, directory)
+    finally:
+        if os.path.lexists(archive):
+            os.unlink(archive)
+    try:
+        return template_recipe(directory, dictionary_path or DEFAULT_DICTIONARY_PATH, log)
+    except BaseException:
+        # Nothing half-made: an untemplated recipe must not be built by the next container.
+        for name in names:
+            target = os.path.join(directory, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, ignore_errors=True)
+            elif os.path.lexists(target):
+                os.unlink(target)
+        raise
+
+
+class FetchBase:
+    """What the pod fetch classes share: the target directory, the URL and the pod's environment."""
+
+    #: The job status this kind of fetch reports.
+    job_status = ""
+
+    def __init__(self, path: PathLike, url: str) -> None:
+        self.path = os.fspath(path)
+        self.url = url
+        self.ims_job_id = os.environ.get("IMS_JOB_ID", "")
+        self.download_md5sum = os.environ.get("DOWNLOAD_MD5SUM") or None
+        self._job: Optional[JobStatus] = None
+
+    def job(self) -> JobStatus:
+        """The pod's IMS job (``IMS_JOB_ID`` at ``IMS_URL``, trusting ``CA_CERT``)."""
+        if self._job is None:
+            self._job = JobStatus(self.ims_job_id, IMS_URL, CA_CERT, LOGGER)
+        return self._job
+
+    def progress(self) -> Progress:
+        """Bars on a terminal, log lines in a pod."""
+        return make_progress(os.environ.get("IMS_PROGRESS", "auto"), sys.stderr, "download")
+
+    def _run(self, step: object) -> int:
+        configure_logging()
+        return run_step(step, self.job if self.ims_job_id else None, LOGGER)  # type: ignore[arg-type]
+
+
+class FetchImage(FetchBase):
+    """Fetch (and unpack) an image in a customization job's pod."""
+
+    job_status = "fetching_image"
+
+    def run(self, unpack: bool = True) -> int:
+        """Fetch the image; 0 on success, else ``SystemExit(1)`` after setting the job to ``error``."""
+        return self._run(
+            lambda: fetch_image(
+                self.path,
+                self.url,
+                unpack=unpack,
+                job=self.job(),
+                expected_md5=self.download_md5sum,
+                verify=download_verify(CA_CERT),
+                progress=self.progress(),
+                logger=LOGGER,
+            )
+        )
+
+
+class FetchRecipe(FetchBase):
+    """Fetch, extract and template a recipe in an image-build job's pod."""
+
+    job_status = "fetching_recipe"
+
+    def run(self) -> int:
+        """Fetch the recipe; 0 on success, else ``SystemExit(1)`` after setting the job to ``error``."""
+        return self._run(
+            lambda: fetch_recipe(
+                self.path,
+                self.url,
+                job=self.job(),
+                expected_md5=self.download_md5sum,
+                dictionary_path=os.environ.get("TEMPLATE_DICTIONARY_PATH") or DEFAULT_DICTIONARY_PATH,
+                verify=download_verify(CA_CERT),
+                progress=self.progress(),
+                logger=LOGGER,
+            )
+        )
+
+
+def is_true(word: str) -> bool:
+    """The pods' boolean words: true, 1, t, y (any case)."""
+    return word.strip().lower() in TRUE_WORDS
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``--recipe True PATH URL`` or ``--image UNPACK PATH URL``, as the pods call it."""
+    parser = argparse.ArgumentParser(prog="python -m ims_python_helper.fetch", description="Fetch a recipe or image")
+    kind = parser.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--recipe", metavar="TRUE", help="fetch a recipe (the value is ignored)")
+    kind.add_argument("--image", metavar="UNPACK", help="fetch an image; unpack it when true/1/t/y")
+    parser.add_argument("path", help="directory to fetch into")
+    parser.add_argument("url", help="URL of the archive (a presigned S3 URL)")
+    args = parser.parse_args(argv)
+    if args.recipe is not None:
+        return FetchRecipe(args.path, args.url).run()
+    return FetchImage(args.path, args.url).run(unpack=is_true(args.image))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

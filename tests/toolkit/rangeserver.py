@@ -1,0 +1,99 @@
+"""A tiny HTTP server that serves one blob with byte ranges, counts the bytes it sends, and can cut a body short.
+
+The fault proxy forwards whole answers; a download test needs an answer that
+stops mid-body, so this server writes part of a range and closes the socket.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, List, Optional, Tuple
+
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        server: RangeServer = self.server.app  # type: ignore[attr-defined]
+        blob = server.blob
+        header = self.headers.get("Range")
+        match = _RANGE.match(header or "") if server.ranges else None
+        if match:
+            start = int(match.group(1))
+            end = int(match.group(2)) if match.group(2) else len(blob) - 1
+            end = min(end, len(blob) - 1)
+            status = 206
+        else:
+            start, end, status = 0, len(blob) - 1, 200
+        cut = server.take_cut(start, end)
+        self.send_response(status)
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("ETag", '"blob-etag"')
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(blob)}")
+        self.end_headers()
+        body = blob[start : end + 1] if cut is None else blob[start : start + cut]
+        self.wfile.write(body)
+        server.record(start, end, len(body))
+        if cut is not None:
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+
+
+class RangeServer:
+    """Serves ``blob`` at any path; ``cut_once(offset, after)`` cuts the answer for a range holding ``offset``."""
+
+    def __init__(self, blob: bytes, ranges: bool = True) -> None:
+        self.blob = blob
+        self.ranges = ranges
+        self._lock = threading.Lock()
+        self._cuts: List[Tuple[int, int]] = []
+        #: (start, end, bytes sent) per answer.
+        self.served: List[Tuple[int, int, int]] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.app = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/rootfs"
+
+    def __enter__(self) -> RangeServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def cut_once(self, offset: int, after: int) -> None:
+        """The next answer covering byte ``offset`` sends only ``after`` bytes, then the connection drops."""
+        with self._lock:
+            self._cuts.append((offset, after))
+
+    def take_cut(self, start: int, end: int) -> Optional[int]:
+        with self._lock:
+            for cut in self._cuts:
+                if start <= cut[0] <= end:
+                    self._cuts.remove(cut)
+                    return cut[1]
+        return None
+
+    def record(self, start: int, end: int, sent: int) -> None:
+        with self._lock:
+            self.served.append((start, end, sent))
+
+    @property
+    def bytes_sent(self) -> int:
+        with self._lock:
+            return sum(sent for _, _, sent in self.served)

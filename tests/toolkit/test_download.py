@@ -1,0 +1,81 @@
+"""The download engine against a range-serving server: parallel ranges, resume of a cut range, md5 checks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+import pytest
+
+from ims_python_helper.download import ChecksumMismatch, DownloadError, DownloadOptions, download_file
+from tests.toolkit.rangeserver import RangeServer
+
+PART = 256 * 1024
+
+
+@pytest.fixture
+def blob() -> bytes:
+    return random.Random(7).randbytes(10 * PART + 12345)
+
+
+def test_parallel_ranges_give_the_file_and_its_md5(tmp_path, blob):
+    with RangeServer(blob) as server:
+        result = download_file(server.url, tmp_path / "rootfs", options=DownloadOptions(part_size=PART, concurrency=4))
+    assert (tmp_path / "rootfs").read_bytes() == blob
+    assert result.md5 == hashlib.md5(blob).hexdigest()
+    assert result.ranged and result.size == len(blob)
+    assert server.bytes_sent == len(blob)  # every byte fetched once
+    assert len(server.served) == 11
+
+
+def test_a_range_cut_midway_resumes_only_its_missing_bytes(tmp_path, blob):
+    with RangeServer(blob) as server:
+        cut_at = 5 * PART + 1000
+        server.cut_once(cut_at, 70_000)  # the range holding cut_at stops after 70 000 bytes
+        options = DownloadOptions(part_size=PART, concurrency=3, backoff=0.01)
+        result = download_file(
+            server.url, tmp_path / "rootfs", expected_md5=hashlib.md5(blob).hexdigest(), options=options
+        )
+    assert (tmp_path / "rootfs").read_bytes() == blob
+    assert result.retries == 1
+    # The cut range was asked for again from its first missing byte, and nothing else twice.
+    assert (5 * PART + 70_000, 6 * PART - 1, PART - 70_000) in server.served
+    assert server.bytes_sent == len(blob)
+
+
+def test_a_server_without_ranges_is_read_in_one_stream(tmp_path, blob):
+    with RangeServer(blob, ranges=False) as server:
+        result = download_file(server.url, tmp_path / "rootfs", options=DownloadOptions(part_size=PART))
+    assert not result.ranged
+    assert (tmp_path / "rootfs").read_bytes() == blob
+    assert len(server.served) == 1
+
+
+def test_wrong_md5_fails_and_leaves_no_file(tmp_path, blob):
+    with RangeServer(blob) as server, pytest.raises(ChecksumMismatch, match=r"expected 0{32}"):
+        download_file(server.url, tmp_path / "rootfs", expected_md5="0" * 32, options=DownloadOptions(part_size=PART))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_range_that_keeps_failing_gives_up_and_leaves_no_file(tmp_path, blob):
+    with RangeServer(blob) as server:
+        for _ in range(3):
+            server.cut_once(4 * PART - 1, 10)  # every answer for this range stops after 10 bytes
+        options = DownloadOptions(part_size=PART, concurrency=2, attempts=3, backoff=0.01)
+        with pytest.raises(DownloadError, match="after 3 attempts"):
+            download_file(server.url, tmp_path / "rootfs", options=options)
+    assert os.listdir(tmp_path) == []
+
+
+def test_refused_url_is_one_line_error_without_the_signature(tmp_path):
+    from ims_python_helper.local.repo_server import RepoServer
+
+    with RepoServer() as server:  # answers 404 for anything it does not serve
+        url = f"{server.url}/rootfs?X-Amz-Signature=0123456789abcdef&X-Amz-Expires=60"
+        with pytest.raises(DownloadError) as caught:
+            download_file(url, tmp_path / "rootfs")
+    message = str(caught.value)
+    assert "HTTP 404" in message and "\n" not in message
+    assert "0123456789abcdef" not in message
+    assert os.listdir(tmp_path) == []
