@@ -18,7 +18,7 @@ import requests
 from ims_python_helper.local.presign import put_and_presign
 from ims_python_helper.local.repo_server import RepoServer
 from ims_python_helper.local.stack import LocalStack
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 @dataclass
