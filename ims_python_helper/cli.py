@@ -1,8 +1,14 @@
-"""The command line: parse, resolve settings, call the library, print JSON. No business logic here."""
+"""The command line: parse, resolve settings, call the library, print JSON. No business logic here.
+
+Every command is a handler ``(args, env) -> int or result``: it writes only to
+``env.stdout``/``env.stderr``, and ``main`` prints a result as JSON or returns an
+int as the exit status. ``local`` commands are reached the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -11,15 +17,15 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Union
 
 from . import __version__
-from .artifacts import ARTIFACT_KINDS
-from .config import ARCHES, OPTIONS, Option, Settings, describe_source, resolve_settings
-from .errors import ImsHelperError, UsageError
-from .helper import JOB_STATUSES, RECIPE_DISTROS, ImsHelper
+from .config import OPTIONS, Option, Settings, describe_source, resolve_settings
+from .errors import ExitStatus, ImsHelperError, UsageError
+from .helper import ImsHelper
 from .progress import make_progress
 from .redact import install_log_redaction, redact
+from .vocabulary import ARCHES, ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET, JOB_STATUSES, RECIPE_DISTROS
 
 PROG = "ims_python_helper"
 LOGGER = logging.getLogger("ims_python_helper.cli")
@@ -32,6 +38,10 @@ class Environment:
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+
+#: A command: parsed arguments and the environment in, an exit status or a JSON-able result out.
+Handler = Callable[[argparse.Namespace, Environment], Union[int, Dict[str, Any]]]
 
 
 class Interrupted(ImsHelperError):
@@ -201,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(recipe_upload)
     recipe_upload.set_defaults(handler=run_recipe_upload)
 
-    from .local import commands as local_commands  # cheap: heavy imports happen inside its handlers
+    # Imported here, not at the top: local/ is reached only through its handlers (heavy imports inside them).
+    from .local import commands as local_commands
 
     local_commands.register(resources)
     return parser
@@ -210,10 +221,50 @@ def build_parser() -> argparse.ArgumentParser:
 # -- handlers: each turns parsed arguments into one library call --------------------
 
 
+def _resolve(args: argparse.Namespace, env: Environment) -> Settings:
+    """Settings from the parsed global options and the environment."""
+    raw = {o.dest: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
+    for option in OPTIONS:
+        if option.file_flag:
+            file_dest = option.file_flag.lstrip("-").replace("-", "_")
+            if hasattr(args, file_dest):
+                raw[file_dest] = getattr(args, file_dest)
+    return resolve_settings(raw, env.environ)
+
+
+def client_command(run: Callable[[argparse.Namespace, Settings, Environment], Dict[str, Any]]) -> Handler:
+    """Make a library command a handler: resolve settings, log to ``env.stderr``, clean up on signals."""
+
+    @functools.wraps(run)
+    def handler(args: argparse.Namespace, env: Environment) -> Dict[str, Any]:
+        settings = _resolve(args, env)
+        log_handler = _configure_logging(settings.log_level, env.stderr)
+        try:
+            for flag in settings.secrets_on_argv:
+                LOGGER.warning(
+                    "%s was given on the command line, where other users of this machine can read it; "
+                    "use its file or environment variable instead",
+                    flag,
+                )
+            with _SignalGuard():
+                return run(args, settings, env)
+        except ImsHelperError:
+            raise
+        except Exception:
+            LOGGER.debug("unexpected error", exc_info=True)
+            raise
+        finally:
+            logging.getLogger().removeHandler(log_handler)
+
+    return handler
+
+
 def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None) -> ImsHelper:
-    return ImsHelper.from_settings(settings, progress=make_progress(settings.progress, env.stderr), bucket=bucket)
+    progress = make_progress(settings.progress, env.stderr)
+    return ImsHelper.from_settings(settings.helper_settings(bucket), progress=progress)
 
 
+@client_command
 def run_upload_artifacts(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image upload_artifacts``."""
     job_id = args.ims_job_id or env.environ.get("IMS_JOB_ID") or None
@@ -255,11 +306,13 @@ def _mark_job_failed(helper: ImsHelper, job_id: str) -> None:
         LOGGER.error("could not set job %s to error: %s", job_id, status_err)
 
 
+@client_command
 def run_set_job_status(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image set_job_status``."""
     return _helper(settings, env).image_set_job_status(args.ims_job_id, args.job_status)
 
 
+@client_command
 def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``recipe upload``: recipes live in the ``ims`` bucket unless a bucket is set explicitly."""
     templates: Dict[str, str] = {}
@@ -271,7 +324,7 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
             raise UsageError(f"--template-dictionary key {key!r} was given twice")
         templates[key] = value
     explicit_bucket = getattr(args, "s3_bucket", None) or env.environ.get("S3_BUCKET")
-    helper = _helper(settings, env, bucket=None if explicit_bucket else "ims")
+    helper = _helper(settings, env, bucket=None if explicit_bucket else DEFAULT_RECIPE_BUCKET)
     record = helper.recipe_upload(
         args.recipe_name,
         args.recipe_file,
@@ -337,51 +390,32 @@ class _SignalGuard:
 
 
 def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) -> int:
-    """Run the CLI; returns the exit status (0 success, 1 failure, 2 usage error)."""
+    """Run the CLI; returns the exit status (see ``ExitStatus``)."""
     env = env or Environment()
-    handler: Optional[logging.Handler] = None
     try:
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
         except SystemExit as stop:  # --help and --version
             return int(stop.code or 0)
-        if getattr(args, "resource", None) == "local":
-            return int(args.func(args))
-        raw = {o.dest: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
-        for option in OPTIONS:
-            if option.file_flag:
-                file_dest = option.file_flag.lstrip("-").replace("-", "_")
-                if hasattr(args, file_dest):
-                    raw[file_dest] = getattr(args, file_dest)
-        settings = resolve_settings(raw, env.environ)
-        handler = _configure_logging(settings.log_level, env.stderr)
-        for flag in settings.secrets_on_argv:
-            LOGGER.warning(
-                "%s was given on the command line, where other users of this machine can read it; "
-                "use its file or environment variable instead",
-                flag,
-            )
-        with _SignalGuard():
-            result = args.handler(args, settings, env)
+        handler: Handler = args.handler
+        result = handler(args, env)
+        if isinstance(result, int):
+            return int(result)
         _print_json(result, env.stdout)
-        return 0
+        return int(ExitStatus.SUCCESS)
     except ImsHelperError as err:
         message = _one_line(str(err))
         if not isinstance(err, UsageError):
             _print_json({"result": "failure", "error": message}, env.stdout)
         env.stderr.write(f"{PROG}: error: {message}\n")
         env.stderr.flush()
-        return err.exit_code
+        return int(err.exit_code)
     except Exception as err:  # a bug: still one line, still no secrets, still a failure JSON
         message = _one_line(f"unexpected {type(err).__name__}: {err}")
-        LOGGER.debug("unexpected error", exc_info=True)
         _print_json({"result": "failure", "error": message}, env.stdout)
         env.stderr.write(f"{PROG}: error: {message}\n")
-        return 1
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
+        return int(ExitStatus.FAILURE)
 
 
 def console_main() -> None:

@@ -13,11 +13,17 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError, UsageError
+from .helper import HelperSettings
+from .session import DEFAULT_OAUTH_CONFIG_DIR, OAuthSettings
+from .storage import S3Settings
+from .transfer import TransferOptions
+from .transport import DEFAULT_TIMEOUT, OFF_WORDS, ON_WORDS, parse_ssl_verify
+from .vocabulary import ARCHES, DEFAULT_IMAGE_BUCKET, DEFAULT_IMS_API_URL
 
-DEFAULT_IMS_API_URL = "https://api-gw-service-nmn.local/apis/ims"
-DEFAULT_OAUTH_CONFIG_DIR = "/etc/admin-client-auth"
+# Names other modules import from here (ARCHES for the local IMS until it has its own copy).
+__all__ = ["ARCHES", "DEFAULT_IMS_API_URL", "OPTIONS", "Option", "Settings", "parse_ssl_verify", "resolve_settings"]
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-ARCHES = ("x86_64", "aarch64")
 CHECKSUM_MODES = ("when_required", "when_supported")
 ADDRESSING_STYLES = ("path", "virtual", "auto")
 PROGRESS_MODES = ("auto", "bar", "log", "none")
@@ -26,10 +32,6 @@ MIB = 1024 * 1024
 MAX_CONCURRENCY = 64
 #: Largest secret file read; a credential is a few hundred bytes, /dev/zero is endless.
 MAX_SECRET_FILE_BYTES = 64 * 1024
-
-#: Words that turn S3 TLS verification off, as earlier clients accepted them.
-OFF_WORDS = frozenset({"false", "off", "no", "f", "0", "n"})
-ON_WORDS = frozenset({"true", "on", "yes", "t", "1", "y"})
 
 
 def _positive_float(text: str) -> float:
@@ -130,7 +132,7 @@ OPTIONS: Tuple[Option, ...] = (
         ("-t", "--timeout"),
         "seconds each single request may take",
         ("IMS_REQUEST_TIMEOUT",),
-        default=60.0,
+        default=DEFAULT_TIMEOUT,
         parse=_positive_float,
         metavar="SECONDS",
     ),
@@ -220,7 +222,7 @@ OPTIONS: Tuple[Option, ...] = (
         ("--s3-bucket",),
         "S3 bucket for image artifacts",
         ("S3_BUCKET",),
-        default="boot-images",
+        default=DEFAULT_IMAGE_BUCKET,
         metavar="BUCKET",
     ),
     Option(
@@ -228,7 +230,7 @@ OPTIONS: Tuple[Option, ...] = (
         ("--s3-checksum",),
         "botocore request/response checksum mode; when_required suits Ceph RGW",
         ("S3_CHECKSUM_MODE",),
-        default="when_required",
+        default=S3Settings.checksum_mode,
         parse=_choice(CHECKSUM_MODES),
         choices=CHECKSUM_MODES,
     ),
@@ -237,7 +239,7 @@ OPTIONS: Tuple[Option, ...] = (
         ("--s3-addressing-style",),
         "S3 bucket addressing style",
         ("S3_ADDRESSING_STYLE",),
-        default="path",
+        default=S3Settings.addressing_style,
         parse=_choice(ADDRESSING_STYLES),
         choices=ADDRESSING_STYLES,
     ),
@@ -246,7 +248,7 @@ OPTIONS: Tuple[Option, ...] = (
         ("--part-size",),
         "multipart part size in MiB (5-5120)",
         ("IMS_PART_SIZE_MB",),
-        default=8,
+        default=TransferOptions.part_size // MIB,
         parse=_part_size_mib,
         metavar="MIB",
     ),
@@ -255,7 +257,7 @@ OPTIONS: Tuple[Option, ...] = (
         ("--concurrency",),
         "parallel S3 requests across all artifacts",
         ("IMS_UPLOAD_CONCURRENCY",),
-        default=8,
+        default=TransferOptions.concurrency,
         parse=_concurrency,
         metavar="N",
     ),
@@ -279,19 +281,22 @@ OPTIONS: Tuple[Option, ...] = (
     ),
 )
 
-OPTION_BY_DEST: Dict[str, Option] = {option.dest: option for option in OPTIONS}
+
+def _default(dest: str) -> Any:
+    """The option table's default for ``dest`` (so ``Settings`` restates none)."""
+    return next(option.default for option in OPTIONS if option.dest == dest)
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs, resolved once. Secrets are left out of ``repr``."""
 
-    log_level: str = "INFO"
-    timeout: float = 60.0
-    deadline: float = 4 * 3600.0
-    ims_url: str = DEFAULT_IMS_API_URL
+    log_level: str = _default("log_level")
+    timeout: float = _default("timeout")
+    deadline: float = _default("deadline")
+    ims_url: str = _default("ims_url")
     cert: Optional[str] = None
-    oauth_config_dir: str = DEFAULT_OAUTH_CONFIG_DIR
+    oauth_config_dir: str = _default("oauth_config_dir")
     oauth_client_id: Optional[str] = None
     oauth_client_secret: Optional[str] = field(default=None, repr=False)
     token_url: Optional[str] = None
@@ -299,13 +304,13 @@ class Settings:
     s3_access_key: Optional[str] = field(default=None, repr=False)
     s3_secret_key: Optional[str] = field(default=None, repr=False)
     s3_ssl_verify: Union[bool, str] = True
-    s3_bucket: str = "boot-images"
-    s3_checksum: str = "when_required"
-    s3_addressing_style: str = "path"
-    part_size_mb: int = 8
-    concurrency: int = 8
+    s3_bucket: str = _default("s3_bucket")
+    s3_checksum: str = _default("s3_checksum")
+    s3_addressing_style: str = _default("s3_addressing_style")
+    part_size_mb: int = _default("part_size_mb")
+    concurrency: int = _default("concurrency")
     sha256: bool = False
-    progress: str = "auto"
+    progress: str = _default("progress")
     #: Names of secrets that were given on the command line (for the warning).
     secrets_on_argv: Tuple[str, ...] = ()
 
@@ -314,19 +319,22 @@ class Settings:
         """Multipart part size in bytes."""
         return self.part_size_mb * MIB
 
-
-def parse_ssl_verify(value: Union[str, bool, None]) -> Union[bool, str]:
-    """Read ``S3_SSL_VERIFY``: an off word means False, an on word True, anything else a CA path."""
-    if value is None or isinstance(value, bool):
-        return True if value is None else value
-    text = value.strip()
-    if text.lower() in OFF_WORDS:
-        return False
-    if text.lower() in ON_WORDS or not text:
-        return True
-    if not os.path.isfile(text):
-        raise ConfigError(f"S3 CA bundle {text!r} (from --s3-ssl-verify/S3_SSL_VERIFY) is not a readable file")
-    return text
+    def helper_settings(self, bucket: Optional[str] = None) -> HelperSettings:
+        """The objects the layers below take (OAuth, S3, transfer), with another bucket when given."""
+        transfer = TransferOptions(part_size=self.part_size, concurrency=self.concurrency, sha256=self.sha256)
+        oauth = OAuthSettings(self.oauth_client_id, self.oauth_client_secret, self.token_url, self.cert, self.timeout)
+        s3 = S3Settings(
+            endpoint=self.s3_endpoint,
+            bucket=bucket or self.s3_bucket,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+            verify=self.s3_ssl_verify,
+            checksum_mode=self.s3_checksum,
+            addressing_style=self.s3_addressing_style,
+            timeout=self.timeout,
+            max_pool_connections=transfer.pool_connections,
+        )
+        return HelperSettings(self.ims_url, self.timeout, self.deadline, oauth, s3, transfer)
 
 
 def _read_secret_file(path: str, what: str) -> str:

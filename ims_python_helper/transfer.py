@@ -33,7 +33,6 @@ import concurrent.futures
 import hashlib
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -53,7 +52,7 @@ from .storage import ObjectInfo, S3Storage, describe_s3_error
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
-#: Defaults measured on the benchmark machine (BENCHMARKS.md); config.OPTIONS and ImsHelper use the same values.
+#: Defaults measured on the benchmark machine (BENCHMARKS.md), stated here only; the option table shows them.
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_CONCURRENCY = 8
 
@@ -89,6 +88,11 @@ class TransferOptions:
     part_size: int = DEFAULT_PART_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     sha256: bool = False
+
+    @property
+    def pool_connections(self) -> int:
+        """HTTP connections the S3 client keeps: one per parallel request, and a few for HEADs and listings."""
+        return max(10, self.concurrency + 4)
 
     @property
     def memory_bound(self) -> int:
@@ -382,8 +386,3 @@ class ArtifactUploader:
         if self._cancelled.is_set():
             raise StorageError(f"upload of {upload.path} was cancelled")
         self.deadline.check(f"uploading {upload.path}")
-
-
-def file_size(path: str) -> int:
-    """Size of a regular file in bytes."""
-    return os.stat(path).st_size
