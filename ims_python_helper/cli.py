@@ -17,10 +17,10 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, Union
 
 from . import __version__
-from .config import OPTIONS, Option, Settings, describe_source, resolve_settings
+from .config import OPTIONS, Option, Settings, describe_source, file_dest, resolve_settings
 from .errors import ExitStatus, ImsHelperError, UsageError
 from .helper import ImsHelper
 from .progress import make_progress
@@ -107,7 +107,7 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
         if option.file_flag:
             group.add_argument(
                 option.file_flag,
-                dest=option.file_flag.lstrip("-").replace("-", "_"),
+                dest=file_dest(option),
                 action=StoreOnce,
                 default=argparse.SUPPRESS,
                 metavar="PATH",
@@ -143,17 +143,55 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", dest="resource", metavar="{image,recipe,local}", parser_class=ArgumentParser
     )
     resources.required = True
+    _add_image_commands(resources)
+    _add_recipe_commands(resources)
+    # Imported here, not at the top: local/ is reached only through its handlers (heavy imports inside them).
+    from .local import commands as local_commands
 
-    image = resources.add_parser("image", help="publish images and update jobs")
-    image_commands = image.add_subparsers(title="image commands", dest="command", parser_class=ArgumentParser)
-    image_commands.required = True
+    local_commands.register(resources)
+    return parser
 
-    upload = image_commands.add_parser(
-        "upload_artifacts",
-        help="upload artifacts, write the manifest and link a new image record",
-        description="Upload the artifacts of one image to S3, write its manifest, link the IMS image "
+
+def _command_group(resources: Any, name: str, help_text: str) -> Any:
+    """``NAME COMMAND ...``: a resource whose commands are sub-parsers."""
+    group = resources.add_parser(name, help=help_text)
+    commands = group.add_subparsers(title=f"{name} commands", dest="command", parser_class=ArgumentParser)
+    commands.required = True
+    return commands
+
+
+#: Help line and description of each library command.
+COMMAND_TEXTS: Dict[str, Tuple[str, Optional[str]]] = {
+    "upload_artifacts": (
+        "upload artifacts, write the manifest and link a new image record",
+        "Upload the artifacts of one image to S3, write its manifest, link the IMS image "
         "record to it, and (with a job id) set the job's resultant_image_id.",
-    )
+    ),
+    "set_job_status": ("set an IMS job's status", None),
+    "upload": (
+        "load a recipe tarball (idempotent)",
+        "Create (or reuse) an IMS recipe record and store the gzipped tarball at "
+        "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).",
+    ),
+}
+
+
+def _command(commands: Any, name: str, handler: Handler, add_arguments: Callable[[Any], None]) -> None:
+    """One command: its own arguments, then the global options; it calls ``handler``."""
+    help_text, description = COMMAND_TEXTS[name]
+    parser = commands.add_parser(name, help=help_text, description=description)
+    add_arguments(parser)
+    _add_global_options(parser)
+    parser.set_defaults(handler=handler)
+
+
+def _add_image_commands(resources: Any) -> None:
+    image_commands = _command_group(resources, "image", "publish images and update jobs")
+    _command(image_commands, "upload_artifacts", run_upload_artifacts, _upload_arguments)
+    _command(image_commands, "set_job_status", run_set_job_status, _status_arguments)
+
+
+def _upload_arguments(upload: Any) -> None:
     upload.add_argument("image_name", help="name of the image record")
     upload.add_argument(
         "ims_job_id", nargs="?", type=uuid_argument, default=None, help="IMS job to update (default: IMS_JOB_ID)"
@@ -178,24 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument(
         "--set-job-error", action=SwitchOnce, default=None, help="when the publish fails, set the job's status to error"
     )
-    _add_global_options(upload)
-    upload.set_defaults(handler=run_upload_artifacts)
 
-    status = image_commands.add_parser("set_job_status", help="set an IMS job's status")
+
+def _status_arguments(status: Any) -> None:
     status.add_argument("ims_job_id", type=uuid_argument, help="IMS job id")
     status.add_argument("job_status", choices=JOB_STATUSES, metavar="STATUS", help=f"one of {', '.join(JOB_STATUSES)}")
-    _add_global_options(status)
-    status.set_defaults(handler=run_set_job_status)
 
-    recipe = resources.add_parser("recipe", help="load recipes")
-    recipe_commands = recipe.add_subparsers(title="recipe commands", dest="command", parser_class=ArgumentParser)
-    recipe_commands.required = True
-    recipe_upload = recipe_commands.add_parser(
-        "upload",
-        help="load a recipe tarball (idempotent)",
-        description="Create (or reuse) an IMS recipe record and store the gzipped tarball at "
-        "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).",
-    )
+
+def _add_recipe_commands(resources: Any) -> None:
+    recipe_commands = _command_group(resources, "recipe", "load recipes")
+    _command(recipe_commands, "upload", run_recipe_upload, _recipe_upload_arguments)
+
+
+def _recipe_upload_arguments(recipe_upload: Any) -> None:
     recipe_upload.add_argument("recipe_name", help="name of the recipe record")
     recipe_upload.add_argument("recipe_file", help="gzipped tar archive (.tar.gz)")
     recipe_upload.add_argument("--distro", required=True, choices=RECIPE_DISTROS, action=StoreOnce, default=None)
@@ -208,14 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recipe_upload.add_argument("--arch", action=StoreOnce, choices=ARCHES, default=None)
     recipe_upload.add_argument("--require-dkms", action=SwitchOnce, default=None)
-    _add_global_options(recipe_upload)
-    recipe_upload.set_defaults(handler=run_recipe_upload)
-
-    # Imported here, not at the top: local/ is reached only through its handlers (heavy imports inside them).
-    from .local import commands as local_commands
-
-    local_commands.register(resources)
-    return parser
 
 
 # -- handlers: each turns parsed arguments into one library call --------------------
@@ -225,10 +250,9 @@ def _resolve(args: argparse.Namespace, env: Environment) -> Settings:
     """Settings from the parsed global options and the environment."""
     raw = {o.dest: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
     for option in OPTIONS:
-        if option.file_flag:
-            file_dest = option.file_flag.lstrip("-").replace("-", "_")
-            if hasattr(args, file_dest):
-                raw[file_dest] = getattr(args, file_dest)
+        dest = file_dest(option)
+        if dest and hasattr(args, dest):
+            raw[dest] = getattr(args, dest)
     return resolve_settings(raw, env.environ)
 
 

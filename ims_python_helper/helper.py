@@ -218,7 +218,7 @@ class ImsHelper:
         arch: Optional[str] = None,
     ) -> Dict[str, Any]:
         """Publish checked artifacts (see ``image_upload_artifacts``)."""
-        return self._images.publish(image_name, artifacts, job_id=job_id, skip_existing=skip_existing, arch=arch)
+        return self._images.publish(image_name, artifacts, job_id, skip_existing, arch)
 
     def image_set_job_status(self, ims_job_id: str, job_status: str) -> Dict[str, Any]:
         """Set an IMS job's status; returns ``{"result": "success", "ims_job_record": {...}}``."""

@@ -23,6 +23,7 @@ from .vocabulary import JOB_METADATA_KEY, MANIFEST_KEY, MANIFEST_TYPE, RUN_METAD
 from .workflow import Cleanup, Services, find_reusable
 
 LOGGER = logging.getLogger(__name__)
+Artifacts = Sequence[LocalArtifact]
 
 
 def header_value(text: str) -> str:
@@ -120,12 +121,7 @@ class ImagePublisher:
     # -- publishing -----------------------------------------------------------------
 
     def publish(
-        self,
-        image_name: str,
-        artifacts: Sequence[LocalArtifact],
-        job_id: Optional[str] = None,
-        skip_existing: bool = False,
-        arch: Optional[str] = None,
+        self, image_name: str, artifacts: Artifacts, job_id: Optional[str], skip_existing: bool, arch: Optional[str]
     ) -> Dict[str, Any]:
         """Publish checked artifacts (see ``ImsHelper.image_upload_artifacts``)."""
         # Everything cheap is checked before the first byte goes up.

@@ -227,24 +227,20 @@ class _ProgressSubscriber(BaseSubscriber):
         self._progress.advance(self._name, bytes_transferred)
 
 
+@dataclass(eq=False)
 class ArtifactUploader:
     """Uploads a set of artifacts concurrently and verifies each stored object."""
 
-    def __init__(
-        self,
-        storage: S3Storage,
-        options: TransferOptions,
-        progress: Optional[Progress] = None,
-        deadline: Optional[Deadline] = None,
-    ) -> None:
-        self.storage = storage
-        self.options = options
-        self.progress = progress or Progress()
-        self.deadline = deadline or Deadline(None)
+    storage: S3Storage
+    options: TransferOptions
+    progress: Progress = field(default_factory=Progress)
+    deadline: Deadline = field(default_factory=lambda: Deadline(None))
+
+    def __post_init__(self) -> None:
         self._cancelled = threading.Event()
         # A small file is read whole before its PUT; one at a time keeps that inside the memory bound.
         self._small_file_slot = threading.Semaphore(1)
-        storage.client.meta.events.register(
+        self.storage.client.meta.events.register(
             "before-send.s3.UploadPart", _send_part_bodies_in_large_blocks, unique_id="ims-large-send-blocks"
         )
 
