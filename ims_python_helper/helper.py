@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import requests
@@ -56,10 +56,6 @@ class HelperSettings:
     oauth: OAuthSettings
     s3: S3Settings
     transfer: TransferOptions
-
-    def with_bucket(self, bucket: Optional[str]) -> HelperSettings:
-        """The same settings with another S3 bucket (None keeps this one)."""
-        return self if not bucket else replace(self, s3=replace(self.s3, bucket=bucket))
 
 
 class ImsHelper:
