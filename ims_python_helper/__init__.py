@@ -12,14 +12,6 @@ result = helper.image_upload_artifacts("my-image", job_id, rootfs=["rootfs.sqsh"
 
 __version__ = "1.0.0"
 
-from .artifacts import (
-    BOOT_PARAMS_ARTIFACT_TYPE,
-    DEBUG_KERNEL_ARTIFACT_TYPE,
-    INITRD_ARTIFACT_TYPE,
-    KERNEL_ARTIFACT_TYPE,
-    SQUASHFS_ARTIFACT_TYPE,
-)
-from .config import DEFAULT_IMS_API_URL
 from .errors import (
     AuthError,
     CleanupError,
@@ -32,6 +24,14 @@ from .errors import (
     TransportError,
 )
 from .helper import ImsHelper
+from .vocabulary import (
+    BOOT_PARAMS_ARTIFACT_TYPE,
+    DEBUG_KERNEL_ARTIFACT_TYPE,
+    DEFAULT_IMS_API_URL,
+    INITRD_ARTIFACT_TYPE,
+    KERNEL_ARTIFACT_TYPE,
+    SQUASHFS_ARTIFACT_TYPE,
+)
 
 __all__ = [
     "__version__",

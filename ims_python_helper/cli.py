@@ -1,25 +1,31 @@
-"""The command line: parse, resolve settings, call the library, print JSON. No business logic here."""
+"""The command line: parse, resolve settings, call the library, print JSON. No business logic here.
+
+Every command is a handler ``(args, env) -> int or result``: it writes only to
+``env.stdout``/``env.stderr``, and ``main`` prints a result as JSON or returns an
+int as the exit status. ``local`` commands are reached the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import signal
 import sys
-import uuid
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple, Union
 
 from . import __version__
-from .artifacts import ARTIFACT_KINDS
-from .config import ARCHES, OPTIONS, Option, Settings, describe_source, resolve_settings
-from .errors import ImsHelperError, UsageError
-from .helper import JOB_STATUSES, RECIPE_DISTROS, ImsHelper
+from .arguments import ArgumentParser, StoreOnce, SwitchOnce, uuid_argument
+from .config import OPTIONS, Option, Settings, describe_source, file_dest, resolve_settings
+from .errors import ExitStatus, ImsHelperError, UsageError
+from .helper import ImsHelper
 from .progress import make_progress
 from .redact import install_log_redaction, redact
+from .vocabulary import ARCHES, ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET, JOB_STATUSES, RECIPE_DISTROS
 
 PROG = "ims_python_helper"
 LOGGER = logging.getLogger("ims_python_helper.cli")
@@ -34,59 +40,12 @@ class Environment:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
+#: A command: parsed arguments and the environment in, an exit status or a JSON-able result out.
+Handler = Callable[[argparse.Namespace, Environment], Union[int, Dict[str, Any]]]
+
+
 class Interrupted(ImsHelperError):
     """SIGINT or SIGTERM arrived; the run cleans up like any failure."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit status 2, and takes no abbreviations."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # "--s3" must not be read as a prefix of --s3-endpoint, nor a typo as another option.
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-class StoreOnce(argparse.Action):
-    """Store a value, refusing a second occurrence of the same option (earlier clients silently kept one)."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: Optional[str] = None,
-    ) -> None:
-        if getattr(namespace, self.dest, None) is not None:
-            raise UsageError(f"{option_string} was given more than once; give it once")
-        setattr(namespace, self.dest, self.stored_value(values))
-
-    def stored_value(self, values: Any) -> Any:
-        """What the option stores: its value."""
-        return values
-
-
-class SwitchOnce(StoreOnce):
-    """A flag without a value (stored as True), also refused when repeated."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        kwargs.setdefault("nargs", 0)
-        super().__init__(option_strings, dest, **kwargs)
-
-    def stored_value(self, values: Any) -> Any:
-        """A switch stores True."""
-        return True
-
-
-def uuid_argument(text: str) -> str:
-    """argparse type for IMS ids."""
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a UUID") from None
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +56,7 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
         if option.file_flag:
             group.add_argument(
                 option.file_flag,
-                dest=option.file_flag.lstrip("-").replace("-", "_"),
+                dest=file_dest(option),
                 action=StoreOnce,
                 default=argparse.SUPPRESS,
                 metavar="PATH",
@@ -133,17 +92,55 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", dest="resource", metavar="{image,recipe,local}", parser_class=ArgumentParser
     )
     resources.required = True
+    _add_image_commands(resources)
+    _add_recipe_commands(resources)
+    # Imported here, not at the top: local/ is reached only through its handlers (heavy imports inside them).
+    from .local import commands as local_commands
 
-    image = resources.add_parser("image", help="publish images and update jobs")
-    image_commands = image.add_subparsers(title="image commands", dest="command", parser_class=ArgumentParser)
-    image_commands.required = True
+    local_commands.register(resources)
+    return parser
 
-    upload = image_commands.add_parser(
-        "upload_artifacts",
-        help="upload artifacts, write the manifest and link a new image record",
-        description="Upload the artifacts of one image to S3, write its manifest, link the IMS image "
+
+def _command_group(resources: Any, name: str, help_text: str) -> Any:
+    """``NAME COMMAND ...``: a resource whose commands are sub-parsers."""
+    group = resources.add_parser(name, help=help_text)
+    commands = group.add_subparsers(title=f"{name} commands", dest="command", parser_class=ArgumentParser)
+    commands.required = True
+    return commands
+
+
+#: Help line and description of each library command.
+COMMAND_TEXTS: Dict[str, Tuple[str, Optional[str]]] = {
+    "upload_artifacts": (
+        "upload artifacts, write the manifest and link a new image record",
+        "Upload the artifacts of one image to S3, write its manifest, link the IMS image "
         "record to it, and (with a job id) set the job's resultant_image_id.",
-    )
+    ),
+    "set_job_status": ("set an IMS job's status", None),
+    "upload": (
+        "load a recipe tarball (idempotent)",
+        "Create (or reuse) an IMS recipe record and store the gzipped tarball at "
+        "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).",
+    ),
+}
+
+
+def _command(commands: Any, name: str, handler: Handler, add_arguments: Callable[[Any], None]) -> None:
+    """One command: its own arguments, then the global options; it calls ``handler``."""
+    help_text, description = COMMAND_TEXTS[name]
+    parser = commands.add_parser(name, help=help_text, description=description)
+    add_arguments(parser)
+    _add_global_options(parser)
+    parser.set_defaults(handler=handler)
+
+
+def _add_image_commands(resources: Any) -> None:
+    image_commands = _command_group(resources, "image", "publish images and update jobs")
+    _command(image_commands, "upload_artifacts", run_upload_artifacts, _upload_arguments)
+    _command(image_commands, "set_job_status", run_set_job_status, _status_arguments)
+
+
+def _upload_arguments(upload: Any) -> None:
     upload.add_argument("image_name", help="name of the image record")
     upload.add_argument(
         "ims_job_id", nargs="?", type=uuid_argument, default=None, help="IMS job to update (default: IMS_JOB_ID)"
@@ -168,24 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument(
         "--set-job-error", action=SwitchOnce, default=None, help="when the publish fails, set the job's status to error"
     )
-    _add_global_options(upload)
-    upload.set_defaults(handler=run_upload_artifacts)
 
-    status = image_commands.add_parser("set_job_status", help="set an IMS job's status")
+
+def _status_arguments(status: Any) -> None:
     status.add_argument("ims_job_id", type=uuid_argument, help="IMS job id")
     status.add_argument("job_status", choices=JOB_STATUSES, metavar="STATUS", help=f"one of {', '.join(JOB_STATUSES)}")
-    _add_global_options(status)
-    status.set_defaults(handler=run_set_job_status)
 
-    recipe = resources.add_parser("recipe", help="load recipes")
-    recipe_commands = recipe.add_subparsers(title="recipe commands", dest="command", parser_class=ArgumentParser)
-    recipe_commands.required = True
-    recipe_upload = recipe_commands.add_parser(
-        "upload",
-        help="load a recipe tarball (idempotent)",
-        description="Create (or reuse) an IMS recipe record and store the gzipped tarball at "
-        "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).",
-    )
+
+def _add_recipe_commands(resources: Any) -> None:
+    recipe_commands = _command_group(resources, "recipe", "load recipes")
+    _command(recipe_commands, "upload", run_recipe_upload, _recipe_upload_arguments)
+
+
+def _recipe_upload_arguments(recipe_upload: Any) -> None:
     recipe_upload.add_argument("recipe_name", help="name of the recipe record")
     recipe_upload.add_argument("recipe_file", help="gzipped tar archive (.tar.gz)")
     recipe_upload.add_argument("--distro", required=True, choices=RECIPE_DISTROS, action=StoreOnce, default=None)
@@ -198,22 +190,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recipe_upload.add_argument("--arch", action=StoreOnce, choices=ARCHES, default=None)
     recipe_upload.add_argument("--require-dkms", action=SwitchOnce, default=None)
-    _add_global_options(recipe_upload)
-    recipe_upload.set_defaults(handler=run_recipe_upload)
-
-    from .local import commands as local_commands  # cheap: heavy imports happen inside its handlers
-
-    local_commands.register(resources)
-    return parser
 
 
 # -- handlers: each turns parsed arguments into one library call --------------------
 
 
+def _resolve(args: argparse.Namespace, env: Environment) -> Settings:
+    """Settings from the parsed global options and the environment."""
+    raw = {o.dest: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
+    for option in OPTIONS:
+        dest = file_dest(option)
+        if dest and hasattr(args, dest):
+            raw[dest] = getattr(args, dest)
+    return resolve_settings(raw, env.environ)
+
+
+def client_command(run: Callable[[argparse.Namespace, Settings, Environment], Dict[str, Any]]) -> Handler:
+    """Make a library command a handler: resolve settings, log to ``env.stderr``, clean up on signals."""
+
+    @functools.wraps(run)
+    def handler(args: argparse.Namespace, env: Environment) -> Dict[str, Any]:
+        settings = _resolve(args, env)
+        log_handler = _configure_logging(settings.log_level, env.stderr)
+        try:
+            for flag in settings.secrets_on_argv:
+                LOGGER.warning(
+                    "%s was given on the command line, where other users of this machine can read it; "
+                    "use its file or environment variable instead",
+                    flag,
+                )
+            with _SignalGuard():
+                return run(args, settings, env)
+        except ImsHelperError:
+            raise
+        except Exception:
+            LOGGER.debug("unexpected error", exc_info=True)
+            raise
+        finally:
+            logging.getLogger().removeHandler(log_handler)
+
+    return handler
+
+
 def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None) -> ImsHelper:
-    return ImsHelper.from_settings(settings, progress=make_progress(settings.progress, env.stderr), bucket=bucket)
+    progress = make_progress(settings.progress, env.stderr)
+    return ImsHelper.from_settings(settings.helper_settings(bucket), progress=progress)
 
 
+@client_command
 def run_upload_artifacts(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image upload_artifacts``."""
     job_id = args.ims_job_id or env.environ.get("IMS_JOB_ID") or None
@@ -255,11 +279,13 @@ def _mark_job_failed(helper: ImsHelper, job_id: str) -> None:
         LOGGER.error("could not set job %s to error: %s", job_id, status_err)
 
 
+@client_command
 def run_set_job_status(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image set_job_status``."""
     return _helper(settings, env).image_set_job_status(args.ims_job_id, args.job_status)
 
 
+@client_command
 def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``recipe upload``: recipes live in the ``ims`` bucket unless a bucket is set explicitly."""
     templates: Dict[str, str] = {}
@@ -271,7 +297,7 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
             raise UsageError(f"--template-dictionary key {key!r} was given twice")
         templates[key] = value
     explicit_bucket = getattr(args, "s3_bucket", None) or env.environ.get("S3_BUCKET")
-    helper = _helper(settings, env, bucket=None if explicit_bucket else "ims")
+    helper = _helper(settings, env, bucket=None if explicit_bucket else DEFAULT_RECIPE_BUCKET)
     record = helper.recipe_upload(
         args.recipe_name,
         args.recipe_file,
@@ -337,51 +363,32 @@ class _SignalGuard:
 
 
 def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) -> int:
-    """Run the CLI; returns the exit status (0 success, 1 failure, 2 usage error)."""
+    """Run the CLI; returns the exit status (see ``ExitStatus``)."""
     env = env or Environment()
-    handler: Optional[logging.Handler] = None
     try:
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
         except SystemExit as stop:  # --help and --version
             return int(stop.code or 0)
-        if getattr(args, "resource", None) == "local":
-            return int(args.func(args))
-        raw = {o.dest: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
-        for option in OPTIONS:
-            if option.file_flag:
-                file_dest = option.file_flag.lstrip("-").replace("-", "_")
-                if hasattr(args, file_dest):
-                    raw[file_dest] = getattr(args, file_dest)
-        settings = resolve_settings(raw, env.environ)
-        handler = _configure_logging(settings.log_level, env.stderr)
-        for flag in settings.secrets_on_argv:
-            LOGGER.warning(
-                "%s was given on the command line, where other users of this machine can read it; "
-                "use its file or environment variable instead",
-                flag,
-            )
-        with _SignalGuard():
-            result = args.handler(args, settings, env)
+        handler: Handler = args.handler
+        result = handler(args, env)
+        if isinstance(result, int):
+            return int(result)
         _print_json(result, env.stdout)
-        return 0
+        return int(ExitStatus.SUCCESS)
     except ImsHelperError as err:
         message = _one_line(str(err))
         if not isinstance(err, UsageError):
             _print_json({"result": "failure", "error": message}, env.stdout)
         env.stderr.write(f"{PROG}: error: {message}\n")
         env.stderr.flush()
-        return err.exit_code
+        return int(err.exit_code)
     except Exception as err:  # a bug: still one line, still no secrets, still a failure JSON
         message = _one_line(f"unexpected {type(err).__name__}: {err}")
-        LOGGER.debug("unexpected error", exc_info=True)
         _print_json({"result": "failure", "error": message}, env.stdout)
         env.stderr.write(f"{PROG}: error: {message}\n")
-        return 1
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
+        return int(ExitStatus.FAILURE)
 
 
 def console_main() -> None:

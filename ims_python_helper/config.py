@@ -7,88 +7,26 @@ variable, then a file in the mounted OAuth directory, then the default.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+from . import parsers
 from .errors import ConfigError, UsageError
+from .helper import HelperSettings
+from .parsers import MIB
+from .session import DEFAULT_OAUTH_CONFIG_DIR, OAuthSettings
+from .storage import S3Settings
+from .transfer import TransferOptions
+from .transport import DEFAULT_TIMEOUT, parse_ssl_verify
+from .vocabulary import ARCHES, DEFAULT_IMAGE_BUCKET, DEFAULT_IMS_API_URL  # noqa: F401  (ARCHES: the local IMS, for now)
 
-DEFAULT_IMS_API_URL = "https://api-gw-service-nmn.local/apis/ims"
-DEFAULT_OAUTH_CONFIG_DIR = "/etc/admin-client-auth"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-ARCHES = ("x86_64", "aarch64")
 CHECKSUM_MODES = ("when_required", "when_supported")
 ADDRESSING_STYLES = ("path", "virtual", "auto")
 PROGRESS_MODES = ("auto", "bar", "log", "none")
-MIB = 1024 * 1024
-#: Most parallel S3 requests allowed (memory is bounded by part size times this).
-MAX_CONCURRENCY = 64
 #: Largest secret file read; a credential is a few hundred bytes, /dev/zero is endless.
 MAX_SECRET_FILE_BYTES = 64 * 1024
-
-#: Words that turn S3 TLS verification off, as earlier clients accepted them.
-OFF_WORDS = frozenset({"false", "off", "no", "f", "0", "n"})
-ON_WORDS = frozenset({"true", "on", "yes", "t", "1", "y"})
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise ValueError(f"expected a positive number, got {text!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"expected a finite number of seconds, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"expected a whole number of at least 1, got {text!r}")
-    return value
-
-
-def _part_size_mib(text: str) -> int:
-    value = _positive_int(text)
-    if not 5 <= value <= 5120:
-        raise ValueError(f"S3 parts must be 5 to 5120 MiB, got {value}")
-    return value
-
-
-def _concurrency(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_CONCURRENCY:
-        raise ValueError(f"expected at most {MAX_CONCURRENCY} parallel requests, got {value}")
-    return value
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ON_WORDS:
-        return True
-    if lowered in OFF_WORDS:
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def _choice(choices: Sequence[str], upper: bool = False) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().upper() if upper else text.strip()
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _text(text: str) -> str:
-    return text.strip()
 
 
 @dataclass(frozen=True)
@@ -102,7 +40,7 @@ class Option:
     #: File name inside the mounted OAuth directory (``OAUTH_CONFIG_DIR``).
     mounted_file: Optional[str] = None
     default: Any = None
-    parse: Callable[[str], Any] = _text
+    parse: Callable[[str], Any] = parsers.text
     metavar: Optional[str] = None
     choices: Optional[Sequence[str]] = None
     #: True for credentials: never logged, never echoed, warned about on argv.
@@ -115,183 +53,70 @@ class Option:
     is_switch: bool = False
 
 
+# A table read as rows: one option per entry, formatted by hand (ruff would put every argument on its own line).
+# fmt: off
 OPTIONS: Tuple[Option, ...] = (
-    Option(
-        "log_level",
-        ("-l", "--log-level"),
-        "log level for messages on stderr",
-        ("LOG_LEVEL",),
-        default="INFO",
-        parse=_choice(LOG_LEVELS, upper=True),
-        choices=LOG_LEVELS,
-    ),
-    Option(
-        "timeout",
-        ("-t", "--timeout"),
-        "seconds each single request may take",
-        ("IMS_REQUEST_TIMEOUT",),
-        default=60.0,
-        parse=_positive_float,
-        metavar="SECONDS",
-    ),
-    Option(
-        "deadline",
-        ("--deadline",),
-        "seconds the whole run may take, retries included",
-        ("IMS_DEADLINE",),
-        default=4 * 3600.0,
-        parse=_positive_float,
-        metavar="SECONDS",
-    ),
+    Option("log_level", ("-l", "--log-level"), "log level for messages on stderr", ("LOG_LEVEL",),
+           default="INFO", parse=parsers.choice(LOG_LEVELS, upper=True), choices=LOG_LEVELS),
+    Option("timeout", ("-t", "--timeout"), "seconds each single request may take", ("IMS_REQUEST_TIMEOUT",),
+           default=DEFAULT_TIMEOUT, parse=parsers.positive_float, metavar="SECONDS"),
+    Option("deadline", ("--deadline",), "seconds the whole run may take, retries included", ("IMS_DEADLINE",),
+           default=4 * 3600.0, parse=parsers.positive_float, metavar="SECONDS"),
     Option("ims_url", ("--ims-url",), "base URL of IMS", ("IMS_URL",), default=DEFAULT_IMS_API_URL, metavar="URL"),
-    Option(
-        "cert",
-        ("--cert",),
-        "CA bundle for IMS and the token endpoint (default: the system store)",
-        ("CA_CERT",),
-        metavar="PATH",
-    ),
-    Option(
-        "oauth_config_dir",
-        ("--oauth-config-dir",),
-        "directory with mounted client-id, client-secret and endpoint files",
-        ("OAUTH_CONFIG_DIR",),
-        default=DEFAULT_OAUTH_CONFIG_DIR,
-        metavar="DIR",
-    ),
-    Option(
-        "oauth_client_id",
-        ("--oauth-client-id",),
-        "OAuth2 client id",
-        ("OAUTH_CLIENT_ID",),
-        mounted_file="client-id",
-        metavar="ID",
-    ),
-    Option(
-        "oauth_client_secret",
-        ("--oauth-client-secret",),
-        "OAuth2 client secret (prefer the file or env var: argv is visible to other users)",
-        ("OAUTH_CLIENT_SECRET",),
-        mounted_file="client-secret",
-        metavar="SECRET",
-        secret=True,
-        file_flag="--oauth-client-secret-file",
-        file_env="OAUTH_CLIENT_SECRET_FILE",
-    ),
-    Option(
-        "token_url",
-        ("--token-url",),
-        "OAuth2 token endpoint URL",
-        ("OAUTH_CLIENT_ENDPOINT",),
-        mounted_file="endpoint",
-        metavar="URL",
-    ),
+    Option("cert", ("--cert",), "CA bundle for IMS and the token endpoint (default: the system store)",
+           ("CA_CERT",), metavar="PATH"),
+    Option("oauth_config_dir", ("--oauth-config-dir",),
+           "directory with mounted client-id, client-secret and endpoint files", ("OAUTH_CONFIG_DIR",),
+           default=DEFAULT_OAUTH_CONFIG_DIR, metavar="DIR"),
+    Option("oauth_client_id", ("--oauth-client-id",), "OAuth2 client id", ("OAUTH_CLIENT_ID",),
+           mounted_file="client-id", metavar="ID"),
+    Option("oauth_client_secret", ("--oauth-client-secret",),
+           "OAuth2 client secret (prefer the file or env var: argv is visible to other users)",
+           ("OAUTH_CLIENT_SECRET",), mounted_file="client-secret", metavar="SECRET", secret=True,
+           file_flag="--oauth-client-secret-file", file_env="OAUTH_CLIENT_SECRET_FILE"),
+    Option("token_url", ("--token-url",), "OAuth2 token endpoint URL", ("OAUTH_CLIENT_ENDPOINT",),
+           mounted_file="endpoint", metavar="URL"),
     Option("s3_endpoint", ("--s3-endpoint",), "S3 endpoint URL", ("S3_ENDPOINT", "S3_HOST"), metavar="URL"),
-    Option(
-        "s3_access_key",
-        ("--s3-access-key",),
-        "S3 access key id",
-        ("S3_ACCESS_KEY",),
-        metavar="KEY",
-        secret=True,
-        file_flag="--s3-access-key-file",
-        file_env="S3_ACCESS_KEY_FILE",
-    ),
-    Option(
-        "s3_secret_key",
-        ("--s3-secret-key",),
-        "S3 secret key (prefer the file or env var)",
-        ("S3_SECRET_KEY",),
-        metavar="KEY",
-        secret=True,
-        file_flag="--s3-secret-key-file",
-        file_env="S3_SECRET_KEY_FILE",
-    ),
-    Option(
-        "s3_ssl_verify",
-        ("--s3-ssl-verify",),
-        "S3 TLS verification: true, false/off/no/f/0, or a CA bundle path",
-        ("S3_SSL_VERIFY",),
-        default="true",
-        metavar="VALUE",
-    ),
-    Option(
-        "s3_bucket",
-        ("--s3-bucket",),
-        "S3 bucket for image artifacts",
-        ("S3_BUCKET",),
-        default="boot-images",
-        metavar="BUCKET",
-    ),
-    Option(
-        "s3_checksum",
-        ("--s3-checksum",),
-        "botocore request/response checksum mode; when_required suits Ceph RGW",
-        ("S3_CHECKSUM_MODE",),
-        default="when_required",
-        parse=_choice(CHECKSUM_MODES),
-        choices=CHECKSUM_MODES,
-    ),
-    Option(
-        "s3_addressing_style",
-        ("--s3-addressing-style",),
-        "S3 bucket addressing style",
-        ("S3_ADDRESSING_STYLE",),
-        default="path",
-        parse=_choice(ADDRESSING_STYLES),
-        choices=ADDRESSING_STYLES,
-    ),
-    Option(
-        "part_size_mb",
-        ("--part-size",),
-        "multipart part size in MiB (5-5120)",
-        ("IMS_PART_SIZE_MB",),
-        default=8,
-        parse=_part_size_mib,
-        metavar="MIB",
-    ),
-    Option(
-        "concurrency",
-        ("--concurrency",),
-        "parallel S3 requests across all artifacts",
-        ("IMS_UPLOAD_CONCURRENCY",),
-        default=8,
-        parse=_concurrency,
-        metavar="N",
-    ),
-    Option(
-        "sha256",
-        ("--sha256",),
-        "also compute SHA-256 while uploading and record it in object metadata",
-        ("IMS_SHA256",),
-        default=False,
-        parse=_bool,
-        is_switch=True,
-    ),
-    Option(
-        "progress",
-        ("--progress",),
-        "progress display: bars on a terminal, periodic log lines otherwise",
-        ("IMS_PROGRESS",),
-        default="auto",
-        parse=_choice(PROGRESS_MODES),
-        choices=PROGRESS_MODES,
-    ),
+    Option("s3_access_key", ("--s3-access-key",), "S3 access key id", ("S3_ACCESS_KEY",), metavar="KEY",
+           secret=True, file_flag="--s3-access-key-file", file_env="S3_ACCESS_KEY_FILE"),
+    Option("s3_secret_key", ("--s3-secret-key",), "S3 secret key (prefer the file or env var)", ("S3_SECRET_KEY",),
+           metavar="KEY", secret=True, file_flag="--s3-secret-key-file", file_env="S3_SECRET_KEY_FILE"),
+    Option("s3_ssl_verify", ("--s3-ssl-verify",), "S3 TLS verification: true, false/off/no/f/0, or a CA bundle path",
+           ("S3_SSL_VERIFY",), default="true", metavar="VALUE"),
+    Option("s3_bucket", ("--s3-bucket",), "S3 bucket for image artifacts", ("S3_BUCKET",),
+           default=DEFAULT_IMAGE_BUCKET, metavar="BUCKET"),
+    Option("s3_checksum", ("--s3-checksum",),
+           "botocore request/response checksum mode; when_required suits Ceph RGW", ("S3_CHECKSUM_MODE",),
+           default=S3Settings.checksum_mode, parse=parsers.choice(CHECKSUM_MODES), choices=CHECKSUM_MODES),
+    Option("s3_addressing_style", ("--s3-addressing-style",), "S3 bucket addressing style", ("S3_ADDRESSING_STYLE",),
+           default=S3Settings.addressing_style, parse=parsers.choice(ADDRESSING_STYLES), choices=ADDRESSING_STYLES),
+    Option("part_size_mb", ("--part-size",), "multipart part size in MiB (5-5120)", ("IMS_PART_SIZE_MB",),
+           default=TransferOptions.part_size // MIB, parse=parsers.part_size_mib, metavar="MIB"),
+    Option("concurrency", ("--concurrency",), "parallel S3 requests across all artifacts", ("IMS_UPLOAD_CONCURRENCY",),
+           default=TransferOptions.concurrency, parse=parsers.concurrency, metavar="N"),
+    Option("sha256", ("--sha256",), "also compute SHA-256 while uploading and record it in object metadata",
+           ("IMS_SHA256",), default=False, parse=parsers.boolean, is_switch=True),
+    Option("progress", ("--progress",), "progress display: bars on a terminal, periodic log lines otherwise",
+           ("IMS_PROGRESS",), default="auto", parse=parsers.choice(PROGRESS_MODES), choices=PROGRESS_MODES),
 )
+# fmt: on
 
-OPTION_BY_DEST: Dict[str, Option] = {option.dest: option for option in OPTIONS}
+
+def _default(dest: str) -> Any:
+    """The option table's default for ``dest`` (so ``Settings`` restates none)."""
+    return next(option.default for option in OPTIONS if option.dest == dest)
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs, resolved once. Secrets are left out of ``repr``."""
 
-    log_level: str = "INFO"
-    timeout: float = 60.0
-    deadline: float = 4 * 3600.0
-    ims_url: str = DEFAULT_IMS_API_URL
+    log_level: str = _default("log_level")
+    timeout: float = _default("timeout")
+    deadline: float = _default("deadline")
+    ims_url: str = _default("ims_url")
     cert: Optional[str] = None
-    oauth_config_dir: str = DEFAULT_OAUTH_CONFIG_DIR
+    oauth_config_dir: str = _default("oauth_config_dir")
     oauth_client_id: Optional[str] = None
     oauth_client_secret: Optional[str] = field(default=None, repr=False)
     token_url: Optional[str] = None
@@ -299,13 +124,13 @@ class Settings:
     s3_access_key: Optional[str] = field(default=None, repr=False)
     s3_secret_key: Optional[str] = field(default=None, repr=False)
     s3_ssl_verify: Union[bool, str] = True
-    s3_bucket: str = "boot-images"
-    s3_checksum: str = "when_required"
-    s3_addressing_style: str = "path"
-    part_size_mb: int = 8
-    concurrency: int = 8
+    s3_bucket: str = _default("s3_bucket")
+    s3_checksum: str = _default("s3_checksum")
+    s3_addressing_style: str = _default("s3_addressing_style")
+    part_size_mb: int = _default("part_size_mb")
+    concurrency: int = _default("concurrency")
     sha256: bool = False
-    progress: str = "auto"
+    progress: str = _default("progress")
     #: Names of secrets that were given on the command line (for the warning).
     secrets_on_argv: Tuple[str, ...] = ()
 
@@ -314,19 +139,22 @@ class Settings:
         """Multipart part size in bytes."""
         return self.part_size_mb * MIB
 
-
-def parse_ssl_verify(value: Union[str, bool, None]) -> Union[bool, str]:
-    """Read ``S3_SSL_VERIFY``: an off word means False, an on word True, anything else a CA path."""
-    if value is None or isinstance(value, bool):
-        return True if value is None else value
-    text = value.strip()
-    if text.lower() in OFF_WORDS:
-        return False
-    if text.lower() in ON_WORDS or not text:
-        return True
-    if not os.path.isfile(text):
-        raise ConfigError(f"S3 CA bundle {text!r} (from --s3-ssl-verify/S3_SSL_VERIFY) is not a readable file")
-    return text
+    def helper_settings(self, bucket: Optional[str] = None) -> HelperSettings:
+        """The objects the layers below take (OAuth, S3, transfer), with another bucket when given."""
+        transfer = TransferOptions(part_size=self.part_size, concurrency=self.concurrency, sha256=self.sha256)
+        oauth = OAuthSettings(self.oauth_client_id, self.oauth_client_secret, self.token_url, self.cert, self.timeout)
+        s3 = S3Settings(
+            endpoint=self.s3_endpoint,
+            bucket=bucket or self.s3_bucket,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+            verify=self.s3_ssl_verify,
+            checksum_mode=self.s3_checksum,
+            addressing_style=self.s3_addressing_style,
+            timeout=self.timeout,
+            max_pool_connections=transfer.pool_connections,
+        )
+        return HelperSettings(self.ims_url, self.timeout, self.deadline, oauth, s3, transfer)
 
 
 def _read_secret_file(path: str, what: str) -> str:
@@ -347,59 +175,73 @@ def _read_secret_file(path: str, what: str) -> str:
         raise ConfigError(f"{what} {path!r} is not UTF-8 text") from None
 
 
+def _from_environment(option: Option, env: Mapping[str, str], config_dir: str) -> Tuple[Any, str]:
+    """An option's raw value and its source from the environment or the mounted directory (None, '' if absent)."""
+    for name in option.env:
+        if env.get(name):
+            return env[name], name
+    if option.file_env and env.get(option.file_env):
+        return _read_secret_file(env[option.file_env], option.file_env), option.file_env
+    if option.mounted_file:
+        path = os.path.join(config_dir, option.mounted_file)
+        if os.path.isfile(path):
+            return _read_secret_file(path, option.mounted_file), path
+    return None, ""
+
+
+def _raw_value(option: Option, flags: Mapping[str, Any], env: Mapping[str, str], config_dir: str) -> Tuple[Any, str]:
+    """An option's raw value and where it came from, by precedence: flag, file flag, environment, mounted file."""
+    if flags.get(option.dest) is not None:
+        return flags[option.dest], option.flags[-1]
+    dest = file_dest(option)
+    if dest and flags.get(dest):
+        return _read_secret_file(flags[dest], option.file_flag or ""), option.file_flag or ""
+    return _from_environment(option, env, config_dir)
+
+
+def _parsed(option: Option, raw: Any, source: str) -> Any:
+    if raw is None:
+        return option.default
+    if isinstance(raw, bool):
+        return raw
+    try:
+        return option.parse(str(raw))
+    except ValueError as err:
+        raise UsageError(f"{source}: {err}") from None
+
+
+def _config_dir(flags: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The mounted OAuth directory, which is itself an option read before the others."""
+    return str(flags.get("oauth_config_dir") or env.get("OAUTH_CONFIG_DIR") or DEFAULT_OAUTH_CONFIG_DIR)
+
+
+def _secrets_on_argv(flags: Mapping[str, Any]) -> Tuple[str, ...]:
+    """The flags of secrets given on the command line, for the warning."""
+    return tuple(o.flags[-1] for o in OPTIONS if o.secret and flags.get(o.dest) is not None)
+
+
 def resolve_settings(flags: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> Settings:
     """Build ``Settings`` from parsed flags (dest to raw string; absent when not given) and the environment.
 
     Raises ``UsageError`` when a value has the wrong shape.
     """
     env = os.environ if environ is None else environ
+    config_dir = _config_dir(flags, env)
     values: Dict[str, Any] = {}
-    on_argv = []
-
-    config_dir_flag = flags.get("oauth_config_dir")
-    config_dir = config_dir_flag or env.get("OAUTH_CONFIG_DIR") or DEFAULT_OAUTH_CONFIG_DIR
-
     for option in OPTIONS:
-        raw: Any = None
-        source = ""
-        file_flag_dest = _file_dest(option)
-        if flags.get(option.dest) is not None:
-            raw, source = flags[option.dest], option.flags[-1]
-            if option.secret:
-                on_argv.append(option.flags[-1])
-        elif file_flag_dest and flags.get(file_flag_dest):
-            raw, source = _read_secret_file(flags[file_flag_dest], option.file_flag or ""), option.file_flag or ""
-        else:
-            for name in option.env:
-                if env.get(name):
-                    raw, source = env[name], name
-                    break
-            if raw is None and option.file_env and env.get(option.file_env):
-                raw, source = _read_secret_file(env[option.file_env], option.file_env), option.file_env
-            if raw is None and option.mounted_file:
-                path = os.path.join(config_dir, option.mounted_file)
-                if os.path.isfile(path):
-                    raw, source = _read_secret_file(path, option.mounted_file), path
-        if raw is None:
-            values[option.dest] = option.default
-            continue
-        if isinstance(raw, bool):
-            values[option.dest] = raw
-            continue
-        try:
-            values[option.dest] = option.parse(str(raw))
-        except ValueError as err:
-            raise UsageError(f"{source}: {err}") from None
+        raw, source = _raw_value(option, flags, env, config_dir)
+        values[option.dest] = _parsed(option, raw, source)
 
     values["s3_ssl_verify"] = parse_ssl_verify(values["s3_ssl_verify"])
     if values["cert"] and not os.path.isfile(values["cert"]):
         raise ConfigError(f"CA bundle {values['cert']!r} (from --cert/CA_CERT) is not a readable file")
-    values["secrets_on_argv"] = tuple(on_argv)
+    values["secrets_on_argv"] = _secrets_on_argv(flags)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
 
 
-def _file_dest(option: Option) -> Optional[str]:
+def file_dest(option: Option) -> Optional[str]:
+    """The argparse destination of an option's file flag (``oauth_client_secret_file``), if it has one."""
     if not option.file_flag:
         return None
     return option.file_flag.lstrip("-").replace("-", "_")

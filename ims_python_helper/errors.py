@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any, Dict, List, Optional
+
+
+class ExitStatus(IntEnum):
+    """Every exit status the CLI uses."""
+
+    SUCCESS = 0
+    #: The work failed (IMS, S3, credentials, input files).
+    FAILURE = 1
+    #: A flag, argument or setting has the wrong shape.
+    USAGE = 2
 
 
 class ImsHelperError(Exception):
@@ -13,13 +24,13 @@ class ImsHelperError(Exception):
     """
 
     #: Exit status the CLI uses for this kind of error.
-    exit_code = 1
+    exit_code = ExitStatus.FAILURE
 
 
 class UsageError(ImsHelperError):
     """A flag, argument or setting has the wrong shape (CLI exit status 2)."""
 
-    exit_code = 2
+    exit_code = ExitStatus.USAGE
 
 
 class ConfigError(ImsHelperError):

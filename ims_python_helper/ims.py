@@ -12,15 +12,14 @@ import requests
 
 from .errors import DeadlineExceeded, ImsApiError, TransportError
 from .redact import redact
-from .session import TRANSIENT_STATUSES, Deadline, check_url, describe_request_error, tls_failure_message
+from .session import TRANSIENT_STATUSES, Deadline
+from .transport import DEFAULT_TIMEOUT, check_url, describe_request_error, tls_failure_message
+from .vocabulary import JOB_METADATA_KEY, RUN_METADATA_KEY  # noqa: F401  (callers import both from here)
 
 LOGGER = logging.getLogger(__name__)
 
 Record = Dict[str, Any]
 
-#: Image metadata keys through which a run finds the record it created after a crash.
-JOB_METADATA_KEY = "ims-python-helper-job-id"
-RUN_METADATA_KEY = "ims-python-helper-run-key"
 
 #: Largest IMS answer we are willing to decode.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -35,7 +34,7 @@ class ImsClient:
         self,
         base_url: str,
         session: requests.Session,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_TIMEOUT,
         deadline: Optional[Deadline] = None,
     ) -> None:
         check_url(base_url, "IMS URL")
@@ -264,8 +263,3 @@ def excerpt(content: bytes, limit: int = 120) -> str:
     if len(text) > limit:
         text = text[:limit] + "..."
     return redact(text)
-
-
-def is_ims_error(err: BaseException, *statuses: int) -> bool:
-    """True when ``err`` is an IMS answer with one of ``statuses``."""
-    return isinstance(err, ImsApiError) and err.status in statuses

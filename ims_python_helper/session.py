@@ -7,24 +7,22 @@ once with a fresh token.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 import os
 import time
-from typing import Any, Iterator, Optional, Tuple, Union
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from typing import Any, Optional, Tuple, Union
 
 import requests
 import requests_oauthlib
-from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, TokenExpiredError
+from oauthlib.common import urldecode
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests.adapters import HTTPAdapter
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.util.retry import Retry
 
-from .config import DEFAULT_OAUTH_CONFIG_DIR
 from .errors import AuthError, ConfigError, DeadlineExceeded, TransportError
 from .redact import SECRETS, redact
+from .transport import DEFAULT_TIMEOUT, check_transport, describe_request_error, tls_failure_message
 
 LOGGER = logging.getLogger(__name__)
 
@@ -34,6 +32,20 @@ TRANSIENT_STATUSES = (502, 503, 504)
 TOKEN_EXPIRY_MARGIN = 5.0
 #: Longest wait honoured from a Retry-After header.
 MAX_RETRY_AFTER = 30.0
+#: Where a Cray system mounts the admin client's credentials.
+DEFAULT_OAUTH_CONFIG_DIR = "/etc/admin-client-auth"
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """How to get a token: the client credentials, the token endpoint and its CA bundle. Secret not in ``repr``."""
+
+    client_id: Optional[str]
+    client_secret: Optional[str] = field(repr=False)
+    token_url: Optional[str]
+    #: CA bundle for IMS and the token endpoint; None for the system store.
+    ca_bundle: Optional[str] = None
+    timeout: float = DEFAULT_TIMEOUT
 
 
 class Deadline:
@@ -127,53 +139,6 @@ def build_retry(total: int = 5, allow_post: bool = False, deadline: Optional[Dea
     return retry
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str, what: str) -> None:
-    """Refuse anything but an http(s) URL with a host (``ConfigError`` naming ``what``)."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # a port that is not a number raises here
-    except ValueError:
-        raise ConfigError(f"{what} {url!r} is not a valid URL; give a full URL such as https://host/path") from None
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"{what} {url!r} is not an http(s) URL; give a full URL such as https://host/path")
-    if not parts.hostname:
-        raise ConfigError(f"{what} {url!r} has no host; give a full URL such as https://host/path")
-
-
-def check_transport(url: str, what: str) -> None:
-    """Refuse to send credentials over plain HTTP, except to this machine (the local stack)."""
-    check_url(url, what)
-    if urlsplit(url).scheme == "http" and not _is_loopback(url):
-        raise ConfigError(f"{what} {url} uses plain http; credentials are only sent over https (or to loopback)")
-
-
-@contextlib.contextmanager
-def _loopback_http_allowed(url: str) -> Iterator[None]:
-    """Let oauthlib fetch a token over plain http from this machine only (the local stack)."""
-    if urlsplit(url).scheme != "http" or not _is_loopback(url):
-        yield
-        return
-    previous = os.environ.get("OAUTHLIB_INSECURE_TRANSPORT")
-    os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("OAUTHLIB_INSECURE_TRANSPORT", None)
-        else:
-            os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = previous
-
-
 class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
     """An OAuth2 session for the client-credentials grant that renews its own token.
 
@@ -188,7 +153,7 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         client_secret: str,
         token_url: str,
         verify: Union[bool, str] = True,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_TIMEOUT,
         deadline: Optional[Deadline] = None,
         retries: int = 5,
     ) -> None:
@@ -214,15 +179,7 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         """Fetch a new access token; fail fast with ``AuthError`` on refusal or when unreachable."""
         self.deadline.check("fetching an OAuth token")
         try:
-            with _loopback_http_allowed(self.token_url):
-                token = self.fetch_token(
-                    token_url=self.token_url,
-                    client_id=self.client_id,
-                    client_secret=self._client_secret,
-                    include_client_id=True,
-                    verify=self.verify,
-                    timeout=self.deadline.cap(self.request_timeout),
-                )
+            token = self._grant()
         except OAuth2Error as err:
             hint = "check the client id and secret" if err.error in ("invalid_client", "unauthorized_client") else ""
             raise AuthError(
@@ -242,17 +199,35 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         self.grants += 1
         LOGGER.debug("obtained an access token from %s (expires in %s s)", self.token_url, token.get("expires_in"))
 
+    def _grant(self) -> Any:
+        """One client-credentials exchange, posted with this session.
+
+        oauthlib only builds the body and reads the answer; the request is ours, so
+        plain http to loopback needs no process-wide OAUTHLIB_INSECURE_TRANSPORT.
+        """
+        body = self._client.prepare_request_body(include_client_id=True, client_secret=self._client_secret)
+        response = self.request(
+            "POST",
+            self.token_url,
+            data=dict(urldecode(body)),
+            headers={"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"},
+            verify=self.verify,
+            timeout=self.deadline.cap(self.request_timeout),
+        )
+        self._client.parse_request_body_response(response.text, scope=self.scope)
+        self.token = self._client.token
+        return self.token
+
     def _token_is_fresh(self) -> bool:
         if not self.token or "access_token" not in self.token:
             return False
         expires_at = self.token.get("expires_at")
         return expires_at is None or float(expires_at) - TOKEN_EXPIRY_MARGIN > time.time()
 
-    def _sign(self, method: str, url: str, data: Any, headers: Any) -> Tuple[str, Any, Any]:
-        with _loopback_http_allowed(url):
-            signed: Tuple[str, Any, Any] = self._client.add_token(
-                url, http_method=method, body=data, headers=dict(headers or {})
-            )
+    def _sign(self, headers: Any) -> Any:
+        """The request headers with the bearer token (the only token type IMS's gateway issues)."""
+        signed = dict(headers or {})
+        signed["Authorization"] = f"Bearer {self.token['access_token']}"
         return signed
 
     def request(  # type: ignore[override]
@@ -278,59 +253,14 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         for attempt in (1, 2):
             if attempt == 2 or not self._token_is_fresh():
                 self.fetch_new_token()
-            try:
-                signed_url, signed_headers, signed_data = self._sign(method, url, data, headers)
-            except TokenExpiredError:
-                self.fetch_new_token()
-                signed_url, signed_headers, signed_data = self._sign(method, url, data, headers)
             response = requests.Session.request(
-                self, method, signed_url, data=signed_data, headers=signed_headers, files=files, **kwargs
+                self, method, url, data=data, headers=self._sign(headers), files=files, **kwargs
             )
             if response.status_code != 401 or attempt == 2:
                 return response
             LOGGER.info("%s %s answered 401; fetching a new token and trying once more", method, url)
             response.close()
         raise AssertionError("unreachable")
-
-
-def describe_request_error(err: BaseException) -> str:
-    """A short, secret-free reason for a requests/urllib3 failure."""
-    if isinstance(err, requests.exceptions.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(err, requests.exceptions.Timeout):
-        return "timed out waiting for an answer"
-    if isinstance(err, requests.exceptions.RetryError):
-        return "still failing after retries (server busy or unavailable)"
-    if isinstance(err, requests.exceptions.ChunkedEncodingError):
-        return "the answer was cut off before its end"
-    if isinstance(err, requests.exceptions.ContentDecodingError):
-        return "the answer's compression is broken"
-    if isinstance(err, requests.exceptions.ConnectionError):
-        text = str(err)
-        if "Connection refused" in text:
-            return "connection refused"
-        if "Read timed out" in text:  # a read timeout that used up the retries arrives as ConnectionError
-            return "timed out waiting for an answer"
-        if "Name or service not known" in text or "nodename nor servname" in text or "Failed to resolve" in text:
-            return "host name does not resolve"
-        return "connection failed"
-    return redact(type(err).__name__)
-
-
-def tls_failure_message(url: str, verify: Union[bool, str], err: BaseException) -> str:
-    """One line naming the host and the CA bundle that failed to verify it."""
-    host = urlsplit(url).netloc
-    ca = verify if isinstance(verify, str) else (_default_ca_bundle() if verify else "no verification")
-    reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(err) else "TLS handshake failed"
-    return f"TLS: {reason} for {host} using {ca}; pass the right CA bundle with --cert (CA_CERT)"
-
-
-def _default_ca_bundle() -> str:
-    """What requests verifies against when no CA bundle is given (its env vars, else certifi's store)."""
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        if os.environ.get(name):
-            return f"the system CA store {os.environ[name]} (from {name})"
-    return f"the system CA store {DEFAULT_CA_BUNDLE_PATH}"
 
 
 def log_exchange(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
@@ -392,15 +322,17 @@ def create_oauth_session(
     with ``ConfigError`` when a credential is missing and ``AuthError`` when the
     token endpoint refuses them (no endless retrying).
     """
-    missing = [
-        name
-        for name, value in (
-            ("client id", oauth_client_id),
-            ("client secret", oauth_client_secret),
-            ("token URL", token_url),
-        )
-        if not value
-    ]
+    ca_bundle = ssl_cert if isinstance(ssl_cert, str) and ssl_cert else None
+    oauth = OAuthSettings(oauth_client_id, oauth_client_secret, token_url, ca_bundle, float(timeout))
+    return open_oauth_session(oauth, deadline=deadline, logger=logger)
+
+
+def open_oauth_session(
+    oauth: OAuthSettings, deadline: Optional[Deadline] = None, logger: Optional[logging.Logger] = None
+) -> ClientCredentialsSession:
+    """``create_oauth_session`` for settings the option table built."""
+    named = (("client id", oauth.client_id), ("client secret", oauth.client_secret), ("token URL", oauth.token_url))
+    missing = [name for name, value in named if not value]
     if missing:
         message = (
             f"OAuth configuration incomplete: no {', '.join(missing)}; give --oauth-client-id, "
@@ -409,10 +341,14 @@ def create_oauth_session(
         if logger is not None:
             logger.error(message)
         raise ConfigError(message)
-    assert oauth_client_id and oauth_client_secret and token_url
-    verify: Union[bool, str] = ssl_cert if isinstance(ssl_cert, str) and ssl_cert else True
+    assert oauth.client_id and oauth.client_secret and oauth.token_url
     session = ClientCredentialsSession(
-        oauth_client_id, oauth_client_secret, token_url, verify=verify, timeout=float(timeout), deadline=deadline
+        oauth.client_id,
+        oauth.client_secret,
+        oauth.token_url,
+        verify=oauth.ca_bundle or True,
+        timeout=oauth.timeout,
+        deadline=deadline,
     )
     session.fetch_new_token()
     return session

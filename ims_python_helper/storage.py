@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
@@ -16,6 +15,7 @@ from botocore.config import Config
 
 from .errors import ConfigError, StorageError
 from .redact import SECRETS, redact
+from .transport import DEFAULT_TIMEOUT, check_url, is_loopback
 
 if TYPE_CHECKING:
     from .session import Deadline
@@ -37,7 +37,7 @@ class S3Settings:
     verify: Union[bool, str] = True
     checksum_mode: str = "when_required"
     addressing_style: str = "path"
-    timeout: float = 60.0
+    timeout: float = DEFAULT_TIMEOUT
     max_attempts: int = 5
     max_pool_connections: int = 16
 
@@ -87,17 +87,8 @@ def make_s3_client(settings: S3Settings) -> Any:
 
 def check_endpoint(endpoint: Optional[str]) -> None:
     """Refuse an S3 endpoint that is not an http(s) URL with a host (None means AWS's own)."""
-    if not endpoint:
-        return
-    try:
-        parts = urlsplit(endpoint)
-        _ = parts.port  # a port that is not a number raises here
-    except ValueError:
-        raise ConfigError(
-            f"S3 endpoint {endpoint!r} is not a valid URL; give one such as https://rgw.example"
-        ) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"S3 endpoint {endpoint!r} is not an http(s) URL; give one such as https://rgw.example")
+    if endpoint:
+        check_url(endpoint, "S3 endpoint", example="https://rgw.example")
 
 
 def _sign_payload(endpoint: Optional[str]) -> bool:
@@ -108,14 +99,8 @@ def _sign_payload(endpoint: Optional[str]) -> bool:
     on the way, and loopback never leaves the machine, so only plain-http
     bodies to another host are signed.
     """
-    parts = urlsplit(endpoint or "https://s3.amazonaws.com")
-    if parts.scheme == "https":
-        return False
-    host = parts.hostname or ""
-    try:
-        return not (host == "localhost" or ipaddress.ip_address(host).is_loopback)
-    except ValueError:
-        return True
+    url = endpoint or "https://s3.amazonaws.com"
+    return urlsplit(url).scheme != "https" and not is_loopback(url)
 
 
 def s3_error_code(err: BaseException) -> str:

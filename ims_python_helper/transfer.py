@@ -33,7 +33,6 @@ import concurrent.futures
 import hashlib
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -53,7 +52,7 @@ from .storage import ObjectInfo, S3Storage, describe_s3_error
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
-#: Defaults measured on the benchmark machine (BENCHMARKS.md); config.OPTIONS and ImsHelper use the same values.
+#: Defaults measured on the benchmark machine (BENCHMARKS.md), stated here only; the option table shows them.
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_CONCURRENCY = 8
 
@@ -89,6 +88,11 @@ class TransferOptions:
     part_size: int = DEFAULT_PART_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     sha256: bool = False
+
+    @property
+    def pool_connections(self) -> int:
+        """HTTP connections the S3 client keeps: one per parallel request, and a few for HEADs and listings."""
+        return max(10, self.concurrency + 4)
 
     @property
     def memory_bound(self) -> int:
@@ -223,24 +227,20 @@ class _ProgressSubscriber(BaseSubscriber):
         self._progress.advance(self._name, bytes_transferred)
 
 
+@dataclass(eq=False)
 class ArtifactUploader:
     """Uploads a set of artifacts concurrently and verifies each stored object."""
 
-    def __init__(
-        self,
-        storage: S3Storage,
-        options: TransferOptions,
-        progress: Optional[Progress] = None,
-        deadline: Optional[Deadline] = None,
-    ) -> None:
-        self.storage = storage
-        self.options = options
-        self.progress = progress or Progress()
-        self.deadline = deadline or Deadline(None)
+    storage: S3Storage
+    options: TransferOptions
+    progress: Progress = field(default_factory=Progress)
+    deadline: Deadline = field(default_factory=lambda: Deadline(None))
+
+    def __post_init__(self) -> None:
         self._cancelled = threading.Event()
         # A small file is read whole before its PUT; one at a time keeps that inside the memory bound.
         self._small_file_slot = threading.Semaphore(1)
-        storage.client.meta.events.register(
+        self.storage.client.meta.events.register(
             "before-send.s3.UploadPart", _send_part_bodies_in_large_blocks, unique_id="ims-large-send-blocks"
         )
 
@@ -382,8 +382,3 @@ class ArtifactUploader:
         if self._cancelled.is_set():
             raise StorageError(f"upload of {upload.path} was cancelled")
         self.deadline.check(f"uploading {upload.path}")
-
-
-def file_size(path: str) -> int:
-    """Size of a regular file in bytes."""
-    return os.stat(path).st_size

@@ -1,7 +1,9 @@
 """The ``local`` CLI command: ``local up`` runs the stack, ``local demo`` publishes a sample image into it.
 
-Importing this module is cheap: the stack (boto3, oauthlib, ...) is imported
-only when one of the commands runs.
+Both are CLI handlers ``(args, env) -> exit status`` that write only to
+``env.stdout``/``env.stderr``, like every other command. Importing this module
+is cheap: the stack (boto3, oauthlib, ...) is imported only when one of the
+commands runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 if TYPE_CHECKING:
+    from ims_python_helper.cli import Environment
     from ims_python_helper.local.stack import LocalStack
 
 #: Sizes of the random sample artifacts ``local demo`` publishes.
@@ -46,7 +49,7 @@ def register(subparsers: Any) -> None:
         description="Start the stack and print 'export NAME=value' lines, then 'ready'. Runs until SIGINT or SIGTERM.",
     )
     _add_stack_options(up)
-    up.set_defaults(func=run_up)
+    up.set_defaults(handler=run_up)
 
     demo = commands.add_parser(
         "demo",
@@ -55,7 +58,7 @@ def register(subparsers: Any) -> None:
         "read the image record back, and stop.",
     )
     _add_stack_options(demo)
-    demo.set_defaults(func=run_demo)
+    demo.set_defaults(handler=run_demo)
 
 
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +110,12 @@ def _make_stack(args: argparse.Namespace) -> LocalStack:
     )
 
 
-def run_up(args: argparse.Namespace) -> int:
+def _say(stream: Any, line: str) -> None:
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def run_up(args: argparse.Namespace, env: Environment) -> int:
     """Start the stack, print its env as shell exports and ``ready``, and run until SIGINT/SIGTERM."""
     stop_requested = threading.Event()
 
@@ -120,14 +128,14 @@ def run_up(args: argparse.Namespace) -> int:
         try:
             stack.start()
         except Exception as error:
-            print(f"local up: cannot start the stack: {error}", file=sys.stderr)
+            _say(env.stderr, f"local up: cannot start the stack: {error}")
             return 1
         try:
             for name, value in stack.env().items():
-                print(f"export {name}={shlex.quote(value)}")
-            print("ready", flush=True)
+                env.stdout.write(f"export {name}={shlex.quote(value)}\n")
+            _say(env.stdout, "ready")
             engine = stack.s3.name if stack.s3 is not None else "?"
-            print(f"local up: running ({engine} S3, data in {stack.data_dir}); Ctrl-C stops", file=sys.stderr)
+            _say(env.stderr, f"local up: running ({engine} S3, data in {stack.data_dir}); Ctrl-C stops")
             # wait() with a timeout so the signal handler gets to run promptly on every Python.
             while not stop_requested.wait(0.5):
                 pass
@@ -139,7 +147,7 @@ def run_up(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace, env: Environment) -> int:
     """Publish a generated image into a throw-away stack with the real client CLI; return its exit status."""
     import requests
 
@@ -147,13 +155,13 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         stack.start()
     except Exception as error:
-        print(f"local demo: cannot start the stack: {error}", file=sys.stderr)
+        _say(env.stderr, f"local demo: cannot start the stack: {error}")
         return 1
     work_dir = Path(tempfile.mkdtemp(prefix="ims-local-demo-"))
     try:
         artifacts = _make_sample_artifacts(work_dir)
-        env = dict(os.environ)
-        env.update(stack.env())
+        child_env = dict(env.environ)
+        child_env.update(stack.env())
         command = [
             sys.executable,
             "-m",
@@ -169,15 +177,13 @@ def run_demo(args: argparse.Namespace) -> int:
             "-i",
             str(artifacts["initrd"]),
         ]
-        completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
-        output = completed.stdout
-        if output and not output.endswith("\n"):
-            output += "\n"
-        sys.stdout.write(output)
-        sys.stdout.flush()
+        completed = subprocess.run(command, env=child_env, capture_output=True, text=True, check=False)
+        for stream, output in ((env.stderr, completed.stderr), (env.stdout, completed.stdout)):
+            if output:
+                _say(stream, output.rstrip("\n"))
         image_id = _image_id_from_result(completed.stdout)
         if image_id is None:
-            print(f"local demo: the client exited with status {completed.returncode}", file=sys.stderr)
+            _say(env.stderr, f"local demo: the client exited with status {completed.returncode}")
             return completed.returncode or 1
         token = _fetch_token(requests, stack.env())
         response = requests.get(
@@ -188,9 +194,9 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         link = response.json().get("link") if response.status_code == 200 else None
         if link:
-            print(f"local demo: IMS image {image_id} is linked to {link.get('path')}", file=sys.stderr)
+            _say(env.stderr, f"local demo: IMS image {image_id} is linked to {link.get('path')}")
         else:
-            print(f"local demo: IMS image {image_id} has no link (HTTP {response.status_code})", file=sys.stderr)
+            _say(env.stderr, f"local demo: IMS image {image_id} has no link (HTTP {response.status_code})")
         return completed.returncode
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -488,11 +488,12 @@ def test_stack_env_and_job_with_a_shared_s3_backend(moto: MotoS3, tmp_path: Path
 def test_local_up_prints_exports_then_ready_and_stops_on_sigterm(tmp_path: Path) -> None:
     program = (
         "import argparse, sys\n"
+        "from ims_python_helper.cli import Environment\n"
         "from ims_python_helper.local.commands import register\n"
         "parser = argparse.ArgumentParser()\n"
         "register(parser.add_subparsers())\n"
         "args = parser.parse_args(sys.argv[1:])\n"
-        "sys.exit(args.func(args))\n"
+        "sys.exit(args.handler(args, Environment()))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     process = subprocess.Popen(

@@ -1,0 +1,146 @@
+"""What the image and recipe workflows share: their services, record reuse, and undo after a failure."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .checks import md5_of_file
+from .errors import CleanupError, ImsApiError, ImsHelperError
+from .ims import ImsClient, Record
+from .progress import Progress
+from .session import Deadline
+from .storage import S3Storage
+from .transfer import ArtifactUpload, ArtifactUploader, TransferOptions, UploadedObject
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """IMS, the bucket and the upload engine of one helper, with a per-run md5 cache."""
+
+    ims: ImsClient
+    storage: S3Storage
+    transfer: TransferOptions
+    progress: Progress
+    deadline: Deadline
+    md5_cache: Dict[Tuple[str, int, int], str] = field(default_factory=dict)
+
+    @property
+    def bucket(self) -> str:
+        """The bucket new objects go to."""
+        return self.storage.bucket
+
+    def local_md5(self, path: str) -> str:
+        """md5 of a local file, computed at most once per run (keyed by path, size and mtime)."""
+        key = self._md5_key(path)
+        if key not in self.md5_cache:
+            self.md5_cache[key] = md5_of_file(path)
+        return self.md5_cache[key]
+
+    def remember_md5(self, path: str, md5: str) -> None:
+        """Record an md5 already taken while reading the file for another reason."""
+        self.md5_cache[self._md5_key(path)] = md5
+
+    @staticmethod
+    def _md5_key(path: str) -> Tuple[str, int, int]:
+        info = os.stat(path)
+        return (path, info.st_size, info.st_mtime_ns)
+
+    def upload(self, uploads: List[ArtifactUpload]) -> List[UploadedObject]:
+        """Upload and verify files (see ``transfer.ArtifactUploader``)."""
+        return ArtifactUploader(self.storage, self.transfer, self.progress, self.deadline).upload_all(uploads)
+
+
+def find_reusable(
+    records: Sequence[Record], holds_same: Callable[[Record], Any]
+) -> Tuple[Optional[Record], Any, Optional[Record]]:
+    """Look among same-name records for one this run can use instead of creating another.
+
+    Returns ``(done, evidence, empty)``: ``done`` is the first linked record for
+    which ``holds_same`` returns something true (``evidence``, e.g. its manifest);
+    otherwise ``empty`` is the newest record without a link, to upload into.
+    """
+    for record in records:
+        if record.get("link"):
+            evidence = holds_same(record)
+            if evidence:
+                return record, evidence, None
+    empty = [r for r in records if not r.get("link")]
+    return None, None, (empty[-1] if empty else None)
+
+
+class Cleanup:
+    """What a run created, removed again when the run fails.
+
+    After the first S3 failure the other S3 deletes are not tried (S3 is down or
+    refusing; each would wait through its own retries) but named as leftovers.
+    A record marked ``keep_if_s3_fails`` is then kept rather than deleted: a
+    re-run finds it, clears its prefix and finishes it, whereas deleting it would
+    orphan what is left in S3.
+    """
+
+    def __init__(self, services: Services, what: str) -> None:
+        self.services = services
+        self.what = what
+        self.prefix: Optional[str] = None
+        self.keys: List[str] = []
+        self._record: Optional[Tuple[str, Callable[[], None], bool]] = None
+
+    def objects(self, prefix: str, keys: Sequence[str]) -> None:
+        """Multipart uploads under ``prefix`` and the objects ``keys`` are this run's."""
+        self.prefix = prefix
+        self.keys = list(keys)
+
+    def record(self, label: str, delete: Callable[[], None], keep_if_s3_fails: bool = False) -> None:
+        """The record named ``label`` (``IMS image record ID``) is this run's; ``delete`` removes it."""
+        self._record = (label, delete, keep_if_s3_fails)
+
+    def undo(self, original: BaseException) -> None:
+        """Remove what the run created; raise ``CleanupError`` naming whatever is left."""
+        LOGGER.warning("%s failed (%s); removing what this run created", self.what, type(original).__name__)
+        self.services.deadline.allow_cleanup()
+        leftovers, s3_failed = self._undo_objects()
+        leftovers += self._undo_record(s3_failed)
+        if leftovers:
+            raise CleanupError(original, leftovers) from original
+
+    def _undo_objects(self) -> Tuple[List[str], bool]:
+        storage, url = self.services.storage, f"s3://{self.services.bucket}/"
+        leftovers: List[str] = []
+        s3_failed = False
+        if self.prefix is not None:
+            try:
+                storage.abort_multipart_uploads(self.prefix)
+            except ImsHelperError as err:
+                LOGGER.warning("cleanup: %s", err)
+                leftovers.append(f"multipart uploads under {url}{self.prefix}")
+                s3_failed = True
+        for key in self.keys:
+            if not s3_failed:
+                try:
+                    storage.delete(key)
+                    continue
+                except ImsHelperError as err:
+                    LOGGER.warning("cleanup: %s", err)
+                    s3_failed = True
+            leftovers.append(f"{url}{key}")
+        return leftovers, s3_failed
+
+    def _undo_record(self, s3_failed: bool) -> List[str]:
+        if self._record is None:
+            return []
+        label, delete, keep_if_s3_fails = self._record
+        if s3_failed and keep_if_s3_fails:
+            return [f"{label} (kept: a re-run of this job finishes it)"]
+        try:
+            delete()
+        except ImsApiError as err:
+            if err.status != 404:  # already gone is what cleanup wants
+                return [label]
+        except ImsHelperError:
+            return [label]
+        return []

@@ -1,0 +1,60 @@
+"""Transport: failures are told apart by exception type, and fetching a token changes nothing process-wide."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+import pytest
+import requests
+from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ReadTimeoutError
+
+from ims_python_helper.session import ClientCredentialsSession
+from ims_python_helper.transport import describe_request_error
+
+
+def _refused() -> NewConnectionError:
+    error = NewConnectionError(None, "Failed to establish a new connection")
+    error.__cause__ = ConnectionRefusedError(111, "refused")
+    return error
+
+
+def _after_retries(reason: Exception) -> requests.exceptions.ConnectionError:
+    """What requests raises when urllib3 gave up: the reason sits two wrappers down."""
+    return requests.exceptions.ConnectionError(MaxRetryError(None, "/images", reason))
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (_after_retries(_refused()), "connection refused"),
+        (_after_retries(ReadTimeoutError(None, "/images", "Read timed out.")), "timed out waiting for an answer"),
+        (_after_retries(NameResolutionError("ims.example", None, OSError("no"))), "host name does not resolve"),
+        # The words of a message decide nothing: only what the error is.
+        (requests.exceptions.ConnectionError("Connection refused; Read timed out"), "connection failed"),
+        (requests.exceptions.ConnectTimeout("slow"), "connection timed out"),
+    ],
+    ids=["refused", "read-timeout", "dns", "words-only", "connect-timeout"],
+)
+def test_request_errors_are_told_apart_by_type(error: BaseException, reason: str):
+    assert describe_request_error(error) == reason
+
+
+def test_a_loopback_token_fetch_changes_no_process_environment(
+    stack_env: Dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)
+    seen: List[Optional[str]] = []
+    session = ClientCredentialsSession(
+        stack_env["OAUTH_CLIENT_ID"], stack_env["OAUTH_CLIENT_SECRET"], stack_env["OAUTH_CLIENT_ENDPOINT"]
+    )
+    # Runs inside every exchange: the token grant and the signed IMS call.
+    session.hooks["response"].append(lambda *_a, **_k: seen.append(os.environ.get("OAUTHLIB_INSECURE_TRANSPORT")))
+    try:
+        response = session.get(f"{stack_env['IMS_URL']}/images")
+    finally:
+        session.close()
+
+    assert response.status_code == 200
+    assert session.grants == 1
+    assert len(seen) == 2 and seen == [None, None], f"OAUTHLIB_INSECURE_TRANSPORT was set during a request: {seen}"
