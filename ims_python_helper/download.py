@@ -45,7 +45,8 @@ from requests.adapters import HTTPAdapter
 from .errors import DeadlineExceeded, ImsHelperError, TransportError
 from .progress import Progress
 from .redact import redact
-from .session import Deadline, check_url, describe_request_error, tls_failure_message
+from .session import Deadline
+from .transport import check_url, describe_request_error, tls_failure_message
 
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024

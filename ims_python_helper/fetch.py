@@ -27,7 +27,6 @@ import subprocess
 import sys
 from typing import List, Optional, Sequence, Union
 
-from .config import DEFAULT_IMS_API_URL
 from .download import DownloadOptions, DownloadResult, download_file
 from .errors import ConfigError, InputError
 from .extract import safe_extract
@@ -35,6 +34,7 @@ from .jobpod import DEFAULT_CA_CERT, JobStatus, configure_logging, download_veri
 from .progress import Progress, make_progress
 from .session import Deadline
 from .template import DEFAULT_DICTIONARY_PATH, template_recipe
+from .vocabulary import DEFAULT_IMS_API_URL
 
 #: IMS base URL (read by the pod classes at run time, so callers may set it).
 IMS_URL = os.environ.get("IMS_URL", DEFAULT_IMS_API_URL)

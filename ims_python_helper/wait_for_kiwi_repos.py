@@ -30,7 +30,8 @@ import requests
 from .errors import ConfigError, DeadlineExceeded, ImsHelperError, InputError
 from .jobpod import JobStatus, configure_logging, ims_session, ims_url_from_env
 from .redact import redact
-from .session import Deadline, check_transport, describe_request_error
+from .session import Deadline
+from .transport import check_transport, describe_request_error
 
 LOGGER = logging.getLogger(__name__)
 
