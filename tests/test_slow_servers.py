@@ -11,6 +11,7 @@ where the case is about the server's multipart behaviour. Run alone with
 
 from __future__ import annotations
 
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -21,7 +22,15 @@ import pytest
 from ims_python_helper.local.stack import LocalStack
 from tests.conftest import Artifacts, CliResult, make_artifacts
 from tests.faults import ledger
-from tests.faults.front import ProxiedStack, assert_published, publish_argv, tiny_artifacts, uploads_under
+from tests.faults.front import (
+    ProxiedStack,
+    assert_published,
+    publish_argv,
+    start_cli,
+    tiny_artifacts,
+    uploads_under,
+    wait_for,
+)
 from tests.faults.proxy import Fault
 
 MiB = 1024 * 1024
@@ -177,3 +186,39 @@ def test_answers_held_for_seconds_on_random_requests_cost_time_never_data(
         f"\nheld S3 answers {[round(w, 1) for w in s3_holds.waits]} s, IMS {[round(w, 1) for w in ims_holds.waits]} s:"
         f" the publish took {took:.1f} s"
     )
+
+
+def test_a_run_killed_under_held_answers_is_finished_by_a_rerun_under_held_answers(
+    proxied, stack_env, run_cli, ims_api, s3, tmp_path, snapshot
+):
+    """SIGKILL mid-rootfs while S3 and IMS hold answers 5 to 30 s; the same command again, under new holds, finishes."""
+    artifacts = make_artifacts(tmp_path / "artifacts", rootfs_size=24 * MiB, seed=HOLD_SEED + 1)
+    job = ims_api.new_job()
+    argv = publish_argv("killed-held", job, artifacts, "-t", "10", "--deadline", "600")
+    holds = [
+        proxied.s3.add(Fault(action="hold", delay=5, delay_max=30, chance=0.3, times=2, seed=HOLD_SEED)),
+        proxied.ims.add(Fault(action="hold", delay=5, delay_max=30, chance=0.3, times=1, seed=HOLD_SEED)),
+    ]
+    before = snapshot()
+
+    with open(tmp_path / "killed.log", "w") as err:
+        process = start_cli(argv, {**stack_env, **proxied.env()}, subprocess.DEVNULL, err)
+        try:
+            wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > 8 * MiB, 120, "the rootfs parts to be on the way")
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+    assert process.returncode == -9, (tmp_path / "killed.log").read_text()
+    held_before_kill = sum(f.fired for f in holds)
+    for proxy in (proxied.s3, proxied.ims):
+        proxy.add(Fault(action="hold", delay=5, delay_max=30, chance=0.3, times=1, seed=HOLD_SEED + 2))
+
+    rerun = run_cli(*argv, env=proxied.env())
+    ledger.note(runs=2, kills=1, reruns=1)
+
+    assert rerun.code == 0, rerun.stderr
+    assert held_before_kill >= 1 and proxied.faults_fired > held_before_kill, "no answer was held"
+    record = assert_published(ims_api, s3, "killed-held", job, artifacts)
+    after = snapshot()
+    assert after.images - before.images == {record["id"]}, "the re-run made a second record"
+    assert after.uploads <= before.uploads, "an open multipart upload was left behind"
