@@ -47,7 +47,7 @@ from s3transfer.utils import ChunksizeAdjuster
 from .errors import DeadlineExceeded, ImsHelperError, StorageError, VerificationError
 from .progress import Progress
 from .session import Deadline
-from .storage import ObjectInfo, S3Storage, describe_s3_error
+from .storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -134,13 +134,19 @@ class HashingReader:
     """A read-only stream over a file that hashes every byte it hands out.
 
     It deliberately has no ``seek``: s3transfer then reads it sequentially in one
-    thread, which keeps the hash in file order and memory bounded.
+    thread, which keeps the hash in file order and memory bounded. With
+    ``part_size`` it also keeps the md5 of each part, which gives the ETag S3
+    computes for the multipart upload (``multipart_etag``).
     """
 
-    def __init__(self, handle: IO[bytes], sha256: bool = False) -> None:
+    def __init__(self, handle: IO[bytes], sha256: bool = False, part_size: int = 0) -> None:
         self._handle = handle
         self._md5 = hashlib.md5()
         self._sha256 = hashlib.sha256() if sha256 else None
+        self._part_size = part_size
+        self._part_md5s: List[bytes] = []
+        self._part = hashlib.md5()
+        self._part_left = part_size
         self.bytes_read = 0
 
     def read(self, amount: int = -1) -> bytes:
@@ -149,8 +155,28 @@ class HashingReader:
         self._md5.update(data)
         if self._sha256 is not None:
             self._sha256.update(data)
+        if self._part_size:
+            self._hash_parts(data)
         self.bytes_read += len(data)
         return data
+
+    def _hash_parts(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            piece, view = view[: self._part_left], view[self._part_left :]
+            self._part.update(piece)
+            self._part_left -= len(piece)
+            if not self._part_left:
+                self._part_md5s.append(self._part.digest())
+                self._part, self._part_left = hashlib.md5(), self._part_size
+
+    @property
+    def multipart_etag(self) -> str:
+        """The ETag S3 gives a multipart upload of what was read: md5 of the part md5s, "-", part count."""
+        digests = list(self._part_md5s)
+        if self._part_left != self._part_size:
+            digests.append(self._part.digest())
+        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
     def readable(self) -> bool:
         """Always True: this is an input stream."""
@@ -294,7 +320,8 @@ class ArtifactUploader:
     def _upload_one(self, manager: TransferManager, upload: ArtifactUpload) -> UploadedObject:
         self.progress.start(upload.name, upload.size)
         with open(upload.path, "rb") as handle:
-            reader = HashingReader(handle, sha256=self.options.sha256)
+            part_size = self.options.part_size_for(upload.size) if self.options.is_multipart(upload.size) else 0
+            reader = HashingReader(handle, sha256=self.options.sha256, part_size=part_size)
             if self.options.is_multipart(upload.size):
                 self._put_large(manager, upload, reader)
                 put_etag = ""
@@ -361,7 +388,13 @@ class ArtifactUploader:
         )
         try:
             future.result()
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
+        except botocore.exceptions.ClientError as err:
+            if not self._completed_before_its_answer_was_lost(upload, reader, err):
+                raise StorageError(
+                    f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: "
+                    f"{describe_s3_error(err)}"
+                ) from None
+        except botocore.exceptions.BotoCoreError as err:
             raise StorageError(
                 f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: {describe_s3_error(err)}"
             ) from None
@@ -377,6 +410,24 @@ class ArtifactUploader:
             upload.key, upload.content_type, self._final_metadata(upload, reader), upload.size
         )
         LOGGER.debug("%s: md5sum metadata set by a copy in place in %.3f s", upload.name, time.monotonic() - started)
+
+    def _completed_before_its_answer_was_lost(
+        self, upload: ArtifactUpload, reader: HashingReader, err: botocore.exceptions.ClientError
+    ) -> bool:
+        """True when a ``NoSuchUpload`` means the upload was completed and only the answer was lost.
+
+        A ``CompleteMultipartUpload`` that the server carried out but whose answer
+        never arrived is retried by botocore, and the retry finds no such upload.
+        The object is then there: it is ours when it has the file's size and the
+        ETag of exactly the parts that were read and sent.
+        """
+        if s3_error_code(err) != "NoSuchUpload" or reader.bytes_read != upload.size:
+            return False
+        info = self.storage.head(upload.key)
+        if info is None or info.size != upload.size or info.etag != reader.multipart_etag:
+            return False
+        LOGGER.info("%s: the multipart upload was completed although its answer was lost", upload.name)
+        return True
 
     def _check_running(self, upload: ArtifactUpload) -> None:
         if self._cancelled.is_set():

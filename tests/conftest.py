@@ -43,6 +43,21 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield local
 
 
+@pytest.fixture(autouse=True)
+def _s3_engine_can_serve(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test of a stack whose S3 engine can no longer serve (a full Ceph cluster), naming the reason."""
+    local = request.getfixturevalue("stack") if "stack" in request.fixturenames else None
+
+    def check() -> None:
+        problem = getattr(local.s3, "problem", None) if local is not None else None
+        if problem:
+            pytest.fail(problem, pytrace=False)
+
+    check()
+    yield
+    check()  # after the test too: an error of its teardown, naming the cause of whatever hung or failed
+
+
 @pytest.fixture
 def stack_env(stack: LocalStack) -> Dict[str, str]:
     """Environment variables pointing the client at the stack (no flags needed)."""

@@ -13,6 +13,17 @@ Debian 12 provides the programs::
 Start-up takes about 1.7 s; :meth:`CephRgw.stop` stops the gateway, then the
 OSD, then the monitor (the gateway blocks for two minutes on shutdown when the
 OSD has gone first), and runs at interpreter exit if the caller forgets.
+
+A full Ceph cluster does not refuse writes: it blocks them, and every S3
+request hangs. So the cluster does not fill silently: RGW's garbage collector
+runs every few seconds (deleted, overwritten and aborted data is reclaimed in
+about ``rgw gc processor period`` seconds, not after the default two hours),
+and a watcher thread reads the OSD's usage from its admin socket every second
+(no process is started for that). When the OSD is nearly full it asks the
+monitor; once the monitor reports ``OSD_FULL`` or ``POOL_FULL`` the watcher
+records the problem (:attr:`CephRgw.problem`, "Ceph cluster is full
+(OSD_FULL): ...") and stops the gateway, so every S3 request fails at once
+instead of hanging; ``local up`` and the test suite report it.
 """
 
 from __future__ import annotations
@@ -21,12 +32,14 @@ import atexit
 import ctypes
 import http.client
 import json
+import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
 import string
+import struct
 import subprocess
 import sys
 import threading
@@ -34,7 +47,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ims_python_helper.local.errors import LocalStackError, undone_on_error
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
@@ -68,6 +81,18 @@ START_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
+#: How often the watcher reads the OSD's usage (one admin-socket round trip, no process).
+HEALTH_POLL_S = 1.0
+#: Share of the OSD's capacity from which the watcher asks the monitor whether the cluster is full
+#: (Ceph's own ``mon osd nearfull ratio``; the OSD stops taking writes at 0.95).
+FULL_CHECK_RATIO = 0.85
+#: Health checks that mean writes block.
+FULL_CHECKS = ("OSD_FULL", "POOL_FULL")
+#: RGW's garbage collector runs this often (seconds); deleted data waits at most about that long.
+GC_PERIOD_S = 5
+
+LOGGER = logging.getLogger(__name__)
+
 _CLUSTER = "ceph"
 _MON_ID = "a"
 _OSD_ID = 0
@@ -77,6 +102,10 @@ _S3_UID = "ims-local"
 
 class CephError(LocalStackError):
     """The local Ceph RGW could not be installed, started or stopped."""
+
+
+class CephFullError(CephError):
+    """The local Ceph cluster is full: it would block every write, so its gateway was stopped."""
 
 
 def ceph_available() -> bool:
@@ -131,6 +160,10 @@ class CephRgw:
         self._secret_key = ""
         self._daemons: List[_Daemon] = []
         self._started = False
+        #: Why the cluster cannot take writes ("Ceph cluster is full (OSD_FULL): ..."), once the watcher saw it.
+        self.problem: Optional[str] = None
+        self._watching = threading.Event()
+        self._watcher: Optional[threading.Thread] = None
 
     @property
     def endpoint(self) -> str:
@@ -228,6 +261,7 @@ class CephRgw:
             f"--secret-key={self._secret_key}",
         )
         self._create_buckets(DEFAULT_BUCKETS)
+        self._start_watcher()
 
     def _config_text(self, mon_v1: int, mon_v2: int) -> str:
         root = self.root
@@ -270,6 +304,8 @@ mon max pg per osd = 1000
 # A nearly full host disk must not stop the monitor; its store is tiny.
 mon data avail warn = 1
 mon data avail crit = 0
+# Throw-away cluster on loopback: the reclaim warning would keep health at WARN for nothing.
+mon warn on insecure global id reclaim allowed = false
 # Pool creation waits on paxos rounds: 0.05 s makes start-up 1.5 s instead of 13 s.
 paxos propose interval = 0.05
 
@@ -279,9 +315,12 @@ keyring = $mon_data/keyring
 [{_RGW_NAME}]
 rgw frontends = beast endpoint={self.host}:{self._rgw_port}
 rgw data = {root}/rgw
-# Reclaim deleted objects' RAM within seconds, not after the default 2 hours.
+# Reclaim deleted, overwritten and aborted objects' RAM within seconds, not after the
+# default 2 hours: collectable at once, a collector pass every few seconds, and a pass
+# may run as long as the period (its lease) before the next one takes over.
 rgw gc obj min wait = 0
-rgw gc processor period = 10
+rgw gc processor period = {GC_PERIOD_S}
+rgw gc processor max time = {GC_PERIOD_S}
 """
 
     def _keyring(self, entity: str) -> Path:
@@ -351,6 +390,73 @@ rgw gc processor period = 10
                 raise CephError(f"{daemon.name} did not {what} within {START_TIMEOUT_S:.0f} s; see {daemon.log_file}")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    # -- health ----------------------------------------------------------------
+
+    def usage(self) -> Dict[str, int]:
+        """The OSD's ``stat_bytes`` (capacity) and ``stat_bytes_used``, read from its admin socket."""
+        answer = _admin_socket(self.root / "run" / f"osd.{_OSD_ID}.asok", {"prefix": "perf dump"})
+        counters = answer.get("osd", {})
+        return {
+            "stat_bytes": int(counters.get("stat_bytes", 0)),
+            "stat_bytes_used": int(counters.get("stat_bytes_used", 0)),
+        }
+
+    def full_problem(self) -> Optional[str]:
+        """Ask the monitor: a one-line error when it reports the cluster full, else None."""
+        result = self._ceph("health", "detail", "--format=json", check=False)
+        if result.returncode != 0:
+            return None
+        checks: Dict[str, Any] = json.loads(result.stdout or "{}").get("checks", {})
+        full = [name for name in FULL_CHECKS if name in checks]
+        if not full:
+            return None
+        details = [
+            item.get("message", "")
+            for name in full
+            for item in [checks[name].get("summary", {}), *checks[name].get("detail", [])[:1]]
+        ]
+        return (
+            f"Ceph cluster is full ({', '.join(full)}): {'; '.join(d for d in details if d)}; "
+            f"its {self.memstore_bytes // 1024**2} MiB memstore holds no more, so its gateway was stopped "
+            f"(start the stack again, with a larger --memstore-mb or {MEMSTORE_ENV}; logs in {self.log_dir})"
+        )
+
+    def check_health(self) -> None:
+        """Raise :class:`CephFullError` naming the problem once the watcher has found the cluster full."""
+        if self.problem:
+            raise CephFullError(self.problem)
+
+    def collect_garbage(self) -> None:
+        """Run RGW's garbage collector now over everything deleted, instead of waiting for its next pass."""
+        self._radosgw_admin("gc", "process", "--include-all")
+
+    def _start_watcher(self) -> None:
+        self._watching.set()
+        self._watcher = threading.Thread(target=self._watch, name="ceph-health", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while self._watching.is_set():
+            try:
+                usage = self.usage()
+                nearly_full = usage["stat_bytes_used"] >= FULL_CHECK_RATIO * max(usage["stat_bytes"], 1)
+                problem = self.full_problem() if nearly_full else None
+            except (OSError, ValueError, CephError):
+                problem = None  # a daemon is stopping or busy; the next round asks again
+            if problem and self._watching.is_set():
+                self.problem = problem
+                LOGGER.error("%s", problem)
+                self._stop_gateway()
+                return
+            time.sleep(HEALTH_POLL_S)
+
+    def _stop_gateway(self) -> None:
+        """SIGKILL radosgw: a blocked gateway would hold every request (and its own SIGTERM) until the OSD frees."""
+        for daemon in self._daemons:
+            if daemon.name == _RGW_NAME and not daemon.exited():
+                daemon.process.kill()
+                daemon.process.wait(timeout=STOP_TIMEOUT_S)
 
     # -- processes -----------------------------------------------------------
 
@@ -433,6 +539,10 @@ rgw gc processor period = 10
         :meth:`start` replaces it.
         """
         atexit.unregister(self.stop)
+        self._watching.clear()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=COMMAND_TIMEOUT_S)
         order = {_RGW_NAME: 0, f"osd.{_OSD_ID}": 1, f"mon.{_MON_ID}": 2}
         for daemon in sorted(self._daemons, key=lambda d: order.get(d.name, -1)):
             _terminate(daemon.process, STOP_TIMEOUT_S)
@@ -452,6 +562,31 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
         process.wait(timeout=timeout)
     except ProcessLookupError:
         process.poll()
+
+
+def _admin_socket(path: Path, command: Dict[str, Any], timeout: float = 5.0) -> Dict[str, Any]:
+    """One command on a daemon's admin socket (what ``ceph daemon`` does, without starting a process).
+
+    The daemon reads a JSON command ended by a NUL byte and answers with a
+    4-byte big-endian length and that many bytes of JSON.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(command).encode() + b"\0")
+        (length,) = struct.unpack(">I", _receive(sock, 4))
+        answer: Dict[str, Any] = json.loads(_receive(sock, length) or b"{}")
+    return answer
+
+
+def _receive(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("the admin socket closed early")
+        data += chunk
+    return data
 
 
 def _describe(argv: Sequence[str]) -> str:

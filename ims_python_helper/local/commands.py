@@ -138,7 +138,11 @@ def run_up(args: argparse.Namespace, env: Environment) -> int:
             _say(env.stderr, f"local up: running ({engine} S3, data in {stack.data_dir}); Ctrl-C stops")
             # wait() with a timeout so the signal handler gets to run promptly on every Python.
             while not stop_requested.wait(0.5):
-                pass
+                # An S3 engine that can no longer serve (a full Ceph cluster) says why; say it and stop.
+                problem = getattr(stack.s3, "problem", None)
+                if problem:
+                    print(f"local up: {problem}", file=sys.stderr, flush=True)
+                    return 1
         finally:
             stack.stop()
         return 0

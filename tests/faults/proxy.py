@@ -17,13 +17,26 @@ left) and does one of:
   instead (the request landed but its answer was lost);
 - ``drop``: close the connection without an answer;
 - ``hang``: hold the connection open without an answer until the proxy stops;
-- ``delay``: wait ``delay`` seconds, then forward.
+- ``delay``: wait ``delay`` seconds, then forward;
+- ``hold``: forward, let the server act, then hold its answer ``delay``
+  seconds (up to ``delay_max`` when given: a random time in between) before
+  relaying it: a slow server, or an answer that arrives late. A client that
+  gave up meanwhile finds its connection answered after it left;
+- ``drop_after_forward``: forward, let the server act, then close the
+  connection without an answer (the server did the work, the client never
+  hears: a "lost answer").
+
+``chance`` applies a fault to a random share of the matching requests (drawn
+from ``seed``, so a run can be repeated), e.g. hold 5 to 30 s on one request
+in five: ``Fault(action="hold", delay=5, delay_max=30, chance=0.2, seed=1)``.
 
 ``down()`` closes the listening socket and cuts every open connection, as if
 the server process had died (new connections are refused); ``up()`` listens on
 the same port again. ``freeze()`` keeps every connection open but stops
 moving bytes either way, as a hung server or a network partition does, until
-``thaw()``. ``bandwidth`` throttles request bodies (all connections
+``thaw()``. ``outage(seconds)`` is a ``down()`` that ends by itself: S3
+"stopped for 10 s". ``never_answer()`` makes every request hang: a server
+that accepts connections and never answers. ``bandwidth`` throttles request bodies (all connections
 together), so an upload takes as long as a test needs. ``observer`` sees every
 request when it arrives and again when the server has answered, and may drop it
 there (the crash tests kill the client at such a moment).
@@ -37,6 +50,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import re
 import socket
 import threading
@@ -52,7 +66,9 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "expect", "upgrade
 #: Ids in paths are folded into ``{id}`` so "PATCH /images/{id}" names one kind of request.
 _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 BODY_CHUNK = 64 * 1024
-ACTIONS = ("status", "status_after_forward", "drop", "hang", "delay")
+ACTIONS = ("status", "status_after_forward", "drop", "hang", "delay", "hold", "drop_after_forward")
+#: Actions that forward the request first and then do something to the server's answer.
+AFTER_FORWARD = ("status_after_forward", "hold", "drop_after_forward")
 #: Methods whose request bodies count as bytes uploaded.
 WRITE_METHODS = ("PUT", "POST", "PATCH")
 
@@ -83,14 +99,33 @@ class Fault:
     #: The answer's body as is (S3 wants XML); default: a problem body with ``detail``.
     body: Optional[bytes] = None
     delay: float = 0.0
+    #: With ``delay``: the hold (or delay) is a random time between ``delay`` and ``delay_max`` seconds.
+    delay_max: Optional[float] = None
+    #: Share of the matching requests that get the fault (1: every one), drawn from ``seed``.
+    chance: float = 1.0
+    seed: int = 0
     #: How often the fault was applied.
     fired: int = field(default=0, init=False)
     _seen: Counter = field(default_factory=Counter, init=False, repr=False)
     _fired: Counter = field(default_factory=Counter, init=False, repr=False)
+    _random: random.Random = field(default_factory=random.Random, init=False, repr=False)
+    #: The waits drawn for ``hold``/``delay``, in order (a test can sum what it cost).
+    waits: List[float] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown fault action {self.action!r}; choose one of {', '.join(ACTIONS)}")
+        if not 0.0 <= self.chance <= 1.0:
+            raise ValueError(f"fault chance must be between 0 and 1, not {self.chance}")
+        self._random.seed(self.seed)
+
+    def wait_time(self) -> float:
+        """The next ``hold``/``delay`` wait: ``delay``, or a random time up to ``delay_max``."""
+        wait = self.delay
+        if self.delay_max is not None and self.delay_max > self.delay:
+            wait = self._random.uniform(self.delay, self.delay_max)
+        self.waits.append(wait)
+        return wait
 
     def matches(self, method: str, path: str) -> bool:
         """True when this fault is about such a request (whether or not it has shots left)."""
@@ -103,6 +138,8 @@ class Fault:
         if self._seen[key] <= self.skip:
             return False
         if self.times is not None and self._fired[key] >= self.times:
+            return False
+        if self.chance < 1.0 and self._random.random() >= self.chance:
             return False
         self._fired[key] += 1
         self.fired += 1
@@ -243,7 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.action == "hang":
             self.server.gone.wait(120)
             raise _Cut()
-        if fault is not None and fault.action == "delay" and self.server.gone.wait(fault.delay):
+        if fault is not None and fault.action == "delay" and self.server.gone.wait(fault.wait_time()):
             raise _Cut()
         if fault is not None and fault.action == "status":
             self._drain_body()
@@ -253,6 +290,10 @@ class _Handler(BaseHTTPRequestHandler):
         status, reason, headers, body = self._forward(proxy, exchange)
         self._wait_while_frozen(proxy)
         if proxy._observe("response", exchange) == "drop":
+            raise _Cut()
+        if fault is not None and fault.action == "drop_after_forward":
+            raise _Cut()  # the server acted; the client never hears of it
+        if fault is not None and fault.action == "hold" and self.server.gone.wait(fault.wait_time()):
             raise _Cut()
         if fault is not None and fault.action == "status_after_forward":
             status, canned_headers, body = fault.answer()
@@ -376,6 +417,7 @@ class FaultProxy:
         self._port = 0
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
+        self._outage: Optional[threading.Timer] = None
 
     # -- addresses -------------------------------------------------------------------
 
@@ -433,8 +475,36 @@ class FaultProxy:
         if thread is not None:
             thread.join(timeout=5)
 
+    def outage(self, seconds: float) -> threading.Timer:
+        """``down()`` now and ``up()`` again ``seconds`` later, by itself (the server restarts)."""
+        self.down()
+        timer = threading.Timer(seconds, self._end_outage)
+        timer.daemon = True
+        with self._lock:
+            self._outage = timer
+        timer.start()
+        return timer
+
+    def _end_outage(self) -> None:
+        with self._lock:
+            if self._outage is None:
+                return  # stop() came first: stay down
+            self._outage = None
+        self.up()
+
+    def never_answer(self) -> Fault:
+        """From now on accept every connection and read every request, but never answer (until ``stop()``)."""
+        fault = Fault(action="hang")
+        with self._lock:
+            self.faults.insert(0, fault)
+        return fault
+
     def stop(self) -> None:
         """Stop for good (the same as ``down()``, and thaws first so nothing waits on a frozen proxy)."""
+        with self._lock:
+            outage, self._outage = self._outage, None
+        if outage is not None:
+            outage.cancel()
         self.frozen.clear()
         self.down()
 
