@@ -33,7 +33,7 @@ MiB = 1024**2
 ROOT = Path(__file__).resolve().parent.parent.parent
 #: A memstore this small fills after about 20 objects of 4 MiB.
 TINY_MEMSTORE = 96 * MiB
-FULL_MESSAGE = re.compile(r"Ceph cluster is full \(OSD_FULL\b.*osd\.0 is full")
+FULL_MESSAGE = re.compile(r"Ceph cluster is full \(OSD_FULL\b.*osd\.0 (is full|holds \d+ MiB of its 96 MiB)")
 
 
 def impatient_s3(rgw: Any) -> Any:
