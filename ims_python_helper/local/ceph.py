@@ -482,9 +482,9 @@ rgw gc processor max time = {GC_PERIOD_S}
             except (OSError, ValueError, CephError):
                 problem = None  # a daemon is stopping or busy; the next round asks again
             if problem and self._watching.is_set():
+                self._stop_gateway()  # first: whoever reads ``problem`` finds the gateway gone
                 self.problem = problem
                 LOGGER.error("%s", problem)
-                self._stop_gateway()
                 return
             self._quit.wait(HEALTH_POLL_S)
 
