@@ -86,6 +86,9 @@ HEALTH_POLL_S = 1.0
 #: Share of the OSD's capacity from which the watcher asks the monitor whether the cluster is full
 #: (Ceph's own ``mon osd nearfull ratio``; the OSD stops taking writes at 0.95).
 FULL_CHECK_RATIO = 0.85
+#: Ceph's ``mon osd full ratio``: past it the OSD takes no more writes. Memstore itself does not
+#: stop at its size, so the watcher also acts on this when the monitor is slow to say so.
+FULL_RATIO = 0.95
 #: Health checks that mean writes block.
 FULL_CHECKS = ("OSD_FULL", "POOL_FULL")
 #: RGW's garbage collector runs this often (seconds); deleted data waits at most about that long.
@@ -163,6 +166,7 @@ class CephRgw:
         #: Why the cluster cannot take writes ("Ceph cluster is full (OSD_FULL): ..."), once the watcher saw it.
         self.problem: Optional[str] = None
         self._watching = threading.Event()
+        self._quit = threading.Event()
         self._watcher: Optional[threading.Thread] = None
 
     @property
@@ -416,8 +420,11 @@ rgw gc processor max time = {GC_PERIOD_S}
             for name in full
             for item in [checks[name].get("summary", {}), *checks[name].get("detail", [])[:1]]
         ]
+        return self._full_message(full, [d for d in details if d])
+
+    def _full_message(self, checks: List[str], details: List[str]) -> str:
         return (
-            f"Ceph cluster is full ({', '.join(full)}): {'; '.join(d for d in details if d)}; "
+            f"Ceph cluster is full ({', '.join(checks)}): {'; '.join(details)}; "
             f"its {self.memstore_bytes // 1024**2} MiB memstore holds no more, so its gateway was stopped "
             f"(start the stack again, with a larger --memstore-mb or {MEMSTORE_ENV}; logs in {self.log_dir})"
         )
@@ -432,6 +439,7 @@ rgw gc processor max time = {GC_PERIOD_S}
         self._radosgw_admin("gc", "process", "--include-all")
 
     def _start_watcher(self) -> None:
+        self._quit.clear()
         self._watching.set()
         self._watcher = threading.Thread(target=self._watch, name="ceph-health", daemon=True)
         self._watcher.start()
@@ -440,16 +448,25 @@ rgw gc processor max time = {GC_PERIOD_S}
         while self._watching.is_set():
             try:
                 usage = self.usage()
-                nearly_full = usage["stat_bytes_used"] >= FULL_CHECK_RATIO * max(usage["stat_bytes"], 1)
-                problem = self.full_problem() if nearly_full else None
+                used, capacity = usage["stat_bytes_used"], max(usage["stat_bytes"], 1)
+                problem = self.full_problem() if used >= FULL_CHECK_RATIO * capacity else None
+                if problem is None and used >= FULL_RATIO * capacity:
+                    # The OSD's own count says full; the monitor (busy, or not yet told) has not said so yet.
+                    problem = self._full_message(
+                        ["OSD_FULL"],
+                        [
+                            f"osd.{_OSD_ID} holds {used // 1024**2} MiB of its {capacity // 1024**2} MiB "
+                            f"({used / capacity:.0%}; Ceph takes no writes past {FULL_RATIO:.0%})"
+                        ],
+                    )
             except (OSError, ValueError, CephError):
                 problem = None  # a daemon is stopping or busy; the next round asks again
             if problem and self._watching.is_set():
+                self._stop_gateway()  # first: whoever reads ``problem`` finds the gateway gone
                 self.problem = problem
                 LOGGER.error("%s", problem)
-                self._stop_gateway()
                 return
-            time.sleep(HEALTH_POLL_S)
+            self._quit.wait(HEALTH_POLL_S)
 
     def _stop_gateway(self) -> None:
         """SIGKILL radosgw: a blocked gateway would hold every request (and its own SIGTERM) until the OSD frees."""
@@ -540,6 +557,7 @@ rgw gc processor max time = {GC_PERIOD_S}
         """
         atexit.unregister(self.stop)
         self._watching.clear()
+        self._quit.set()
         watcher, self._watcher = self._watcher, None
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(timeout=COMMAND_TIMEOUT_S)
