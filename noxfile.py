@@ -92,6 +92,7 @@ def clients(session: nox.Session, constraints: str, expect: str) -> None:
     env = {
         "IMS_TEST_S3": "moto",
         # tests/compat/test_versions.py checks that the cell runs what it claims to.
+        "IMS_TEST_CONSTRAINTS": constraints,
         "IMS_TEST_EXPECT_PYTHON": python,
         "IMS_TEST_EXPECT_PINS": pins,
     }

@@ -1,8 +1,8 @@
 """The test matrix runs what it claims: the platform's pinned libraries, and each Python from 3.9 to 3.13.
 
 noxfile.py tells each client cell's tests what they should find
-(``IMS_TEST_EXPECT_PYTHON``, ``IMS_TEST_EXPECT_PINS``); outside nox these
-checks have nothing to compare with and only the file checks run.
+(``IMS_TEST_CONSTRAINTS``, ``IMS_TEST_EXPECT_PYTHON``, ``IMS_TEST_EXPECT_PINS``);
+outside a client cell that check is skipped and only the file checks run.
 """
 
 from __future__ import annotations
@@ -50,16 +50,15 @@ def test_the_platform_constraints_pin_the_platforms_versions() -> None:
     assert {name: pinned.get(name.lower()) for name in PLATFORM_PINS} == PLATFORM_PINS
 
 
-@pytest.mark.skipif(os.environ.get("IMS_TEST_EXPECT_PINS") != "platform", reason="not a platform cell of the matrix")
-def test_a_platform_cell_runs_exactly_the_platforms_libraries() -> None:
-    installed = {name: installed_version(name) for name in PLATFORM_PINS}
+@pytest.mark.skipif(not os.environ.get("IMS_TEST_CONSTRAINTS"), reason="not a cell of the nox matrix")
+def test_a_cell_runs_the_python_and_the_libraries_it_is_named_for() -> None:
+    pinned = pins_in(ROOT / os.environ["IMS_TEST_CONSTRAINTS"])
+    names = ["boto3", "botocore", "s3transfer", "urllib3", "requests", "oauthlib", "requests-oauthlib", "moto"]
 
-    assert installed == PLATFORM_PINS
-
-
-@pytest.mark.skipif(not os.environ.get("IMS_TEST_EXPECT_PYTHON"), reason="not a cell of the matrix")
-def test_a_cell_runs_the_python_it_is_named_for() -> None:
-    assert "%d.%d" % sys.version_info[:2] == os.environ["IMS_TEST_EXPECT_PYTHON"]
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}" == os.environ["IMS_TEST_EXPECT_PYTHON"]
+    assert {name: installed_version(name) for name in names} == {name: pinned[name] for name in names}
+    if os.environ.get("IMS_TEST_EXPECT_PINS") == "platform":
+        assert {name: installed_version(name) for name in PLATFORM_PINS} == PLATFORM_PINS
 
 
 def test_every_constraints_file_pins_the_runtime_dependencies() -> None:
