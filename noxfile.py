@@ -26,6 +26,8 @@ import nox
 
 #: A cell whose interpreter is missing fails the run instead of being skipped.
 nox.options.error_on_missing_interpreters = True
+#: uv makes and fills a cell's virtualenv in seconds; virtualenv and pip where uv is missing.
+nox.options.default_venv_backend = "uv|virtualenv"
 #: Client cells first, the whole suite last: its pytest summary is the run's last one.
 nox.options.sessions = ["clients", "full"]
 
