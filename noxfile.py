@@ -2,7 +2,7 @@
 
 ``nox`` runs every cell (``make test`` does that, and so does CI); ``nox -l``
 lists them; ``nox -s "clients(3.12-platform)"`` runs one. Each cell is a fresh
-virtualenv installed with ``pip -c`` from its constraints file, so what a cell
+virtualenv installed with ``-c`` from its constraints file, so what a cell
 tests is exactly what that file pins:
 
 - ``full``: linters and the whole suite (moto, and Ceph RGW where installed),
