@@ -1,5 +1,7 @@
 # Fresh machine: `make demo` publishes a sample image into the embedded local stack;
-# `make test` runs the linters and the whole test suite. Both build .venv first.
+# `make test` runs the test matrix with nox (noxfile.py): linters and the whole suite, then the
+# client suite on Python 3.9 to 3.13 and under the platform's pinned libraries. Both build .venv first.
+# `make lint` and `make pytest` run the linters / the whole suite once, in .venv only.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,10 +11,10 @@ PIP := $(BIN)/python -m pip
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py requirements.txt requirements-test.txt constraints.txt
+$(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -r requirements-test.txt
+	$(PIP) install --quiet -c constraints.txt -r requirements-dev.txt
 	$(PIP) install --quiet -c constraints.txt -e '.[local,progress,template]'
 	touch $@
 
@@ -27,7 +29,9 @@ lint: venv
 pytest: venv
 	$(BIN)/python -m pytest
 
-test: lint pytest
+# Every cell of the matrix, the whole suite (with lint) last; fails when any cell fails.
+test: venv
+	$(BIN)/nox
 
 # The same suite with Ceph RGW required (installs nothing: see README).
 test-ceph: venv
@@ -37,4 +41,4 @@ bench: venv
 	$(BIN)/python benchmarks/publish_bench.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .nox build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple, Union
@@ -82,9 +83,18 @@ class Deadline:
 
 
 class BoundedRetry(Retry):
-    """urllib3 ``Retry`` that never waits past the run's deadline, and caps Retry-After waits."""
+    """urllib3 ``Retry`` that never waits past the run's deadline, and caps Retry-After waits.
+
+    The cap and the jitter of the backoff are applied here rather than through
+    ``Retry(backoff_max=..., backoff_jitter=...)``: those arguments are new in
+    urllib3 2.0, and botocore keeps Python 3.9 on urllib3 1.26.
+    """
 
     deadline: Optional[Deadline] = None
+    #: Longest wait between two attempts, in seconds.
+    BACKOFF_CAP = 8.0
+    #: Up to this many seconds are added at random to each backoff, so clients do not retry in step.
+    BACKOFF_JITTER = 0.5
 
     def new(self, **kwargs: Any) -> BoundedRetry:
         retry = super().new(**kwargs)
@@ -99,7 +109,9 @@ class BoundedRetry(Retry):
         return (left is not None and left <= 0) or bool(super().is_exhausted())
 
     def get_backoff_time(self) -> float:
-        wait = float(super().get_backoff_time())
+        wait = float(super().get_backoff_time())  # the exponential part; 0 before the second retry
+        if wait > 0:
+            wait = min(wait + random.random() * self.BACKOFF_JITTER, self.BACKOFF_CAP)
         left = self._left()
         return wait if left is None else max(0.0, min(wait, left))
 
@@ -128,8 +140,6 @@ def build_retry(total: int = 5, allow_post: bool = False, deadline: Optional[Dea
         status=total,
         other=0,
         backoff_factor=0.5,
-        backoff_max=8.0,
-        backoff_jitter=0.5,
         status_forcelist=TRANSIENT_STATUSES,
         allowed_methods=frozenset(methods),
         respect_retry_after_header=True,

@@ -144,13 +144,11 @@ def test_secrets_on_the_command_line_work_but_draw_a_warning(
 ):
     assert stack.s3 is not None
 
+    # FLAG=VALUE: a random secret may start with "-", which argparse would take for an option.
     result = run_cli(
-        "--oauth-client-secret",
-        stack.client_secret,
-        "--s3-access-key",
-        stack.s3.access_key,
-        "--s3-secret-key",
-        stack.s3.secret_key,
+        f"--oauth-client-secret={stack.client_secret}",
+        f"--s3-access-key={stack.s3.access_key}",
+        f"--s3-secret-key={stack.s3.secret_key}",
         "image",
         "set_job_status",
         stack.job_id,

@@ -1,0 +1,112 @@
+"""The test matrix (nox): the whole suite on the default interpreter, the client suite on every Python.
+
+``nox`` runs every cell (``make test`` does that, and so does CI); ``nox -l``
+lists them; ``nox -s "clients(3.12-platform)"`` runs one. Each cell is a fresh
+virtualenv installed with ``-c`` from its constraints file, so what a cell
+tests is exactly what that file pins:
+
+- ``full``: linters and the whole suite (moto, and Ceph RGW where installed),
+  on the interpreter that runs nox, pinned by ``constraints.txt``.
+- ``clients(3.12-platform)``, ``clients(3.11-platform)``: the client suite on
+  moto under the libraries the platform's images pin (``constraints/platform.txt``).
+- ``clients(3.9)``, ``clients(3.10)``, ``clients(3.13)``: the client suite on
+  moto with the newest versions each interpreter can install.
+
+The interpreters are pyenv's (``$PYENV_ROOT/versions/3.X.Y``, as on the
+project's machines); elsewhere ``python3.X`` is looked up on PATH.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import List
+
+import nox
+
+#: A cell whose interpreter is missing fails the run instead of being skipped.
+nox.options.error_on_missing_interpreters = True
+#: uv makes and fills a cell's virtualenv in seconds; virtualenv and pip where uv is missing.
+nox.options.default_venv_backend = "uv|virtualenv"
+#: Client cells first, the whole suite last: its pytest summary is the run's last one.
+nox.options.sessions = ["clients", "full"]
+
+#: What the client suite leaves out, and why: the local stack's own server tests
+#: (tests/local: server code, not the client), the hypothesis property runs and
+#: the command-line usage table (tests/test_properties.py, tests/test_bad_input.py:
+#: argument parsing, the same on every library version), the SIGKILL soak
+#: (tests/test_crash_rerun.py) and the README checks (tests/test_docs.py). What
+#: stays is every path through boto3, s3transfer, botocore, urllib3, requests and
+#: requests-oauthlib: publish, transfer, faults and retries, TLS, recipes,
+#: idempotency, log redaction and the callers' compatibility tests.
+CLIENT_SUITE_IGNORES = (
+    "tests/local",
+    "tests/test_properties.py",
+    "tests/test_bad_input.py",
+    "tests/test_crash_rerun.py",
+    "tests/test_docs.py",
+)
+
+#: (Python, constraints file, id) of each client cell.
+CLIENT_CELLS = (
+    ("3.12", "constraints/platform.txt", "3.12-platform"),
+    ("3.11", "constraints/platform.txt", "3.11-platform"),
+    ("3.9", "constraints/py39.txt", "3.9"),
+    ("3.10", "constraints/py310.txt", "3.10"),
+    ("3.13", "constraints.txt", "3.13"),
+)
+
+
+def pyenv_interpreter(version: str) -> str:
+    """The newest pyenv ``python3.X`` for ``version`` ("3.12"), else the bare version for nox to find on PATH.
+
+    A path rather than PATH: pyenv's shims answer for every version but run
+    only the selected ones, so a shim found first on PATH would fail.
+    """
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found: List[str] = glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}"))
+    found = [path for path in found if os.access(path, os.X_OK)]
+    if not found:
+        return version
+
+    def patch_level(path: str) -> int:
+        number = path.split(os.sep)[-3].split(".")[-1]
+        return int(number) if number.isdigit() else -1
+
+    return max(found, key=patch_level)
+
+
+def _install(session: nox.Session, constraints: str, requirements: str) -> None:
+    session.install("-c", constraints, "-r", requirements)
+    session.install("-c", constraints, "-e", ".[local,progress,template]")
+
+
+@nox.session
+@nox.parametrize(
+    "python,constraints,expect",
+    [(pyenv_interpreter(version), constraints, cell) for version, constraints, cell in CLIENT_CELLS],
+    ids=[cell for _, _, cell in CLIENT_CELLS],
+)
+def clients(session: nox.Session, constraints: str, expect: str) -> None:
+    """The client suite on moto under one interpreter and one set of pinned libraries."""
+    _install(session, constraints, "requirements-test.txt")
+    python, _, pins = expect.partition("-")
+    env = {
+        "IMS_TEST_S3": "moto",
+        # tests/compat/test_versions.py checks that the cell runs what it claims to.
+        "IMS_TEST_CONSTRAINTS": constraints,
+        "IMS_TEST_EXPECT_PYTHON": python,
+        "IMS_TEST_EXPECT_PINS": pins,
+    }
+    ignores = [f"--ignore={path}" for path in CLIENT_SUITE_IGNORES]
+    session.run("python", "-m", "pytest", "-q", *ignores, *session.posargs, env=env)
+
+
+@nox.session(python=None)
+def full(session: nox.Session) -> None:
+    """Linters and the whole suite on the default interpreter (moto, and Ceph RGW where installed)."""
+    _install(session, "constraints.txt", "requirements-dev.txt")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+    session.run("python", "-m", "pytest", *session.posargs)
