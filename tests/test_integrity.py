@@ -127,33 +127,38 @@ def test_a_body_changed_on_the_way_is_refused_by_the_server_and_the_run_leaves_n
 # -- the client checks every object -------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        pytest.param("POST", r"/rootfs\?uploadId=", id="complete-answer"),
+        pytest.param("HEAD", r"/rootfs$", id="head"),
+    ],
+)
 def test_an_object_whose_etag_is_not_the_one_of_the_parts_sent_fails_verification_and_is_undone(
+    method: str,
+    path: str,
+    stack: LocalStack,
     publish: Callable[..., CliResult],
     proxied: ProxiedStack,
     two_part_artifacts: Artifacts,
     ims_api: Any,
     snapshot: Callable[[], Snapshot],
 ) -> None:
+    if method == "POST" and engine_checks_content_md5(stack):
+        pytest.skip("Ceph RGW 16.2 answers CompleteMultipartUpload with an empty ETag: the HEAD case covers it")
     job = ims_api.new_job()
     before = snapshot()
-    # The server stores the parts it was sent, but the answer that completes the upload names another ETag.
+    # The server stored what it was sent, but its answer names another ETag (of the same form).
     fault = proxied.s3.add(
-        Fault(
-            action="rewrite",
-            method="POST",
-            path=r"/rootfs\?uploadId=",
-            pattern=rb"[0-9a-f]{32}-2",
-            replacement=b"0" * 32 + b"-2",
-        )
+        Fault(action="rewrite", method=method, path=path, pattern=rb"[0-9a-f]{32}", replacement=b"0" * 32)
     )
 
     result = publish(*publish_argv("altered", job, two_part_artifacts))
 
-    assert fault.fired == 1
+    assert fault.fired >= 1
     assert result.code == 1, result.stderr
     error = result.json["error"]
-    assert f"s3://{BUCKET}/" in error and "/rootfs does not match" in error, error
-    assert f"ETag {'0' * 32}-2" in error, error
+    assert re.search(r"s3://boot-images/[-0-9a-f]+/rootfs does not match .*ETag 0{32}", error), error
     assert snapshot() == before
 
 

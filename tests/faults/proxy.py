@@ -28,8 +28,8 @@ left) and does one of:
 - ``flip_byte``: forward with the first byte of the request body inverted
   (a body corrupted on the way; the signed headers are left as they were);
 - ``rewrite``: forward, then replace ``pattern`` (a bytes regex) with
-  ``replacement`` in the server's answer before relaying it (an answer
-  altered on the way).
+  ``replacement`` in the server's answer, body and header values, before
+  relaying it (an answer altered on the way).
 
 ``chance`` applies a fault to a random share of the matching requests (drawn
 from ``seed``, so a run can be repeated), e.g. hold 5 to 30 s on one request
@@ -86,6 +86,11 @@ ACTIONS = (
 AFTER_FORWARD = ("status_after_forward", "hold", "drop_after_forward")
 #: Methods whose request bodies count as bytes uploaded.
 WRITE_METHODS = ("PUT", "POST", "PATCH")
+
+
+def _rewritten(fault: Fault, value: str) -> str:
+    """A header value with ``fault.pattern`` replaced (header values are latin-1 on the wire)."""
+    return re.sub(fault.pattern, fault.replacement, value.encode("latin-1")).decode("latin-1")
 
 
 def request_kind(method: str, path: str) -> str:
@@ -320,6 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Cut()
         if fault is not None and fault.action == "rewrite":
             body = re.sub(fault.pattern, fault.replacement, body)
+            headers = [(name, _rewritten(fault, value)) for name, value in headers]
         if fault is not None and fault.action == "status_after_forward":
             status, canned_headers, body = fault.answer()
             headers, reason = list(canned_headers.items()), ""
