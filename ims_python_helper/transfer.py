@@ -11,6 +11,12 @@ and Ceph RGW only rewrites the object's head (0.05 s for 1 GiB and for 4 GiB,
 BENCHMARKS.md). Files no larger than one part are read whole and stored in one
 PUT with Content-MD5, metadata included.
 
+Every part carries the signed Content-MD5 of its bytes (``integrity``), so the
+server checks every byte; afterwards the object's ETag must be the one
+computed from the parts sent (or, after a single copy in place that the
+server gave a new ETag, the file's md5), in the CompleteMultipartUpload answer
+and in the HEAD that checks size and metadata.
+
 Request bodies go to the socket in 1 MiB writes rather than urllib3's 16 KiB
 (see ``_LargeBlockBody``): on a small machine that shares its cores with the
 S3 server, the client's CPU time is what paces the md5, and so the upload.
