@@ -139,9 +139,11 @@ class PartChecksums:
             client.meta.events.register(event, getattr(self, name))
 
     def unregister(self, client: Any) -> None:
-        """Detach the hooks from ``client``."""
+        """Detach the hooks from ``client`` and let go of the readers (and any part bytes they still hold)."""
         for event, name in self._EVENTS:
             client.meta.events.unregister(event, getattr(self, name))
+        with self._lock:
+            self._readers.clear()
 
     def _add_content_md5(self, params: Dict[str, Any], **kwargs: Any) -> None:
         reader = self._reader(params)
