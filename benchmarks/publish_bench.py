@@ -57,7 +57,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import boto3
 
@@ -174,6 +174,25 @@ def wait_until_quiet(limit_s: float, threshold: float = 0.10) -> float:
     return busy
 
 
+def pin_process(pid: int, cpus: Set[int]) -> None:
+    """Keep every thread of ``pid`` on ``cpus`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError:
+            continue  # the thread ended meanwhile
+
+
+#: With ``--pin``: the CPUs of the S3 server (and this process, which runs IMS) and of the client.
+SERVER_CPUS: Set[int] = set()
+CLIENT_CPUS: Set[int] = set()
+
+
+def _pin_client() -> None:
+    if CLIENT_CPUS:
+        os.sched_setaffinity(0, CLIENT_CPUS)
+
+
 def measure(argv: Sequence[str], env: Dict[str, str], log: Path, busy_before: float) -> Sample:
     """Run ``argv`` as a child and measure it (see the module docstring)."""
     servers = server_pids()
@@ -182,7 +201,9 @@ def measure(argv: Sequence[str], env: Dict[str, str], log: Path, busy_before: fl
     self_before = cpu_seconds(os.getpid())  # the stack's IMS and token servers run in this process
     with open(log, "wb") as output:
         started = time.perf_counter()
-        child = subprocess.Popen(list(argv), env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            list(argv), env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_pin_client
+        )
         peak_kib = 0
         # Wait for the exit but leave the child unreaped, so its /proc entry (and io counters) stay.
         while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
@@ -424,6 +445,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="a run counts only if other work used at most this fraction of one CPU meanwhile",
     )
     parser.add_argument("--no-copy-timing", action="store_true", help="skip timing the copy in place")
+    parser.add_argument(
+        "--pin",
+        metavar="SERVER_CPU:CLIENT_CPU",
+        default="",
+        help="keep the S3 server and IMS on one CPU and the client on another (as on separate hosts), e.g. 1:0",
+    )
     parser.add_argument("--startup", action="store_true", help="also measure the CLI's fixed cost (tiny upload)")
     parser.add_argument("--json", type=Path, default=None, help="write every sample here")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
@@ -556,7 +583,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stack = LocalStack(data_dir=work / "stack", s3=args.s3, memstore_bytes=memstore)
     stack.start()
     try:
+        if args.pin:
+            server_cpu, _, client_cpu = args.pin.partition(":")
+            SERVER_CPUS.add(int(server_cpu))
+            CLIENT_CPUS.add(int(client_cpu))
+            for pid in [os.getpid(), *server_pids()]:
+                pin_process(pid, SERVER_CPUS)
         machine = describe_machine(stack)
+        machine["pinned"] = args.pin or "no"
         print(f"machine: {json.dumps(machine)}", flush=True)
         client = s3_client(stack)
         results = [run_size(args, stack, work, size, client) for size in args.rootfs_mib]

@@ -13,9 +13,9 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from .errors import ConfigError, StorageError
+from .errors import ConfigError, StorageError, VerificationError
 from .redact import SECRETS, redact
-from .transport import DEFAULT_TIMEOUT, check_url, is_loopback
+from .transport import DEFAULT_TIMEOUT, check_url
 
 if TYPE_CHECKING:
     from .session import Deadline
@@ -24,6 +24,8 @@ LOGGER = logging.getLogger(__name__)
 
 #: S3 refuses a single CopyObject above this size; larger copies go part by part.
 MAX_SINGLE_COPY = 5 * 1024**3
+#: Part size of such a copy.
+COPY_PART_SIZE = 1024**3
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,13 @@ def make_s3_client(settings: S3Settings) -> Any:
         connect_timeout=settings.timeout,
         read_timeout=settings.timeout,
         max_pool_connections=settings.max_pool_connections,
-        s3={"addressing_style": settings.addressing_style, "payload_signing_enabled": _sign_payload(settings.endpoint)},
+        s3={"addressing_style": settings.addressing_style, "payload_signing_enabled": SIGN_PAYLOAD},
         request_checksum_calculation=settings.checksum_mode,
         response_checksum_validation=settings.checksum_mode,
         user_agent_extra="ims-python-helper",
     )
     try:
-        return boto3.session.Session().client(
+        client = boto3.session.Session().client(
             "s3",
             endpoint_url=settings.endpoint or None,
             aws_access_key_id=settings.access_key or None,
@@ -83,6 +85,8 @@ def make_s3_client(settings: S3Settings) -> Any:
         )
     except ValueError as err:
         raise ConfigError(f"S3 endpoint {settings.endpoint!r} is not usable: {redact(str(err))}") from None
+    client.meta.events.register("before-sign.s3", _add_content_md5)
+    return client
 
 
 def check_endpoint(endpoint: Optional[str]) -> None:
@@ -91,16 +95,38 @@ def check_endpoint(endpoint: Optional[str]) -> None:
         check_url(endpoint, "S3 endpoint", example="https://rgw.example")
 
 
-def _sign_payload(endpoint: Optional[str]) -> bool:
-    """Whether request bodies get a SHA-256 in the signature.
+#: Request bodies are never SHA-256-signed, not even over plain HTTP: every body carries a Content-MD5
+#: instead, which SigV4 signs and the server checks (``_add_content_md5``; part uploads get theirs from
+#: ``integrity.PartChecksums``). The same checking at less cost: the part md5s are needed anyway for
+#: the ETag check, and the server computes them anyway for the ETag (BENCHMARKS.md).
+SIGN_PAYLOAD = False
 
-    That hash costs a pass over every byte on the client and another on the
-    server (about as much CPU as the md5 itself). TLS already protects the bytes
-    on the way, and loopback never leaves the machine, so only plain-http
-    bodies to another host are signed.
+
+def _add_content_md5(request: Any, **_kwargs: Any) -> None:
+    """botocore ``before-sign`` hook: a request body without a checksum gets its Content-MD5.
+
+    With unsigned payloads this is what lets the server check every byte: the
+    header is signed with the others, so it cannot be changed on the way either.
+    Part uploads and small PUTs bring their own; this covers the rest (the
+    CompleteMultipartUpload list, for one).
     """
-    url = endpoint or "https://s3.amazonaws.com"
-    return urlsplit(url).scheme != "https" and not is_loopback(url)
+    body = request.body
+    headers = request.headers
+    if (
+        not body
+        or "Content-MD5" in headers
+        or any(h.lower().startswith(("x-amz-checksum-", "x-amz-trailer")) for h in headers)
+    ):
+        return
+    if isinstance(body, (bytes, bytearray)):
+        headers["Content-MD5"] = content_md5(bytes(body))
+    elif hasattr(body, "seek") and hasattr(body, "tell"):
+        start = body.tell()
+        digest = hashlib.md5()
+        for block in iter(lambda: body.read(1024 * 1024), b""):
+            digest.update(block)
+        body.seek(start)
+        headers["Content-MD5"] = base64.b64encode(digest.digest()).decode("ascii")
 
 
 def s3_error_code(err: BaseException) -> str:
@@ -155,6 +181,9 @@ class S3Storage:
         self.bucket = settings.bucket
         self.client = client if client is not None else make_s3_client(settings)
         self.deadline = deadline
+        #: A refused single copy above this size is done in parts of ``copy_part_size`` (tests lower both).
+        self.max_single_copy = MAX_SINGLE_COPY
+        self.copy_part_size = COPY_PART_SIZE
         if deadline is not None:
             # botocore retries on its own (s3transfer's part uploads included); this makes every attempt
             # respect the run's deadline, so a hung S3 cannot keep a run going past it.
@@ -225,7 +254,10 @@ class S3Storage:
         return data
 
     def put_bytes(self, key: str, data: bytes, content_type: str, metadata: Dict[str, str]) -> str:
-        """Store a small object in one request, with Content-MD5 so S3 checks the bytes; returns the ETag."""
+        """Store a small object in one request, with Content-MD5 so S3 checks the bytes; returns the ETag.
+
+        The ETag in the answer must be the md5 of ``data`` (``VerificationError`` otherwise).
+        """
         try:
             answer = self.client.put_object(
                 Bucket=self.bucket,
@@ -237,10 +269,21 @@ class S3Storage:
             )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
             raise StorageError(f"cannot write s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
-        return str(answer.get("ETag", "")).strip('"')
+        etag = str(answer.get("ETag", "")).strip('"')
+        if etag != hashlib.md5(data).hexdigest():
+            # A single PUT's ETag is the md5 of what the server stored: anything else is not what was sent.
+            raise VerificationError(
+                f"s3://{self.bucket}/{key} was stored with ETag {etag or 'none'}, "
+                f"not {hashlib.md5(data).hexdigest()}, the md5 of the bytes sent"
+            )
+        return etag
 
-    def replace_metadata(self, key: str, content_type: str, metadata: Dict[str, str], size: int) -> None:
-        """Rewrite an object's metadata in place with a server-side copy (no bytes pass through the client)."""
+    def replace_metadata(self, key: str, content_type: str, metadata: Dict[str, str], size: int) -> bool:
+        """Rewrite an object's metadata in place with a server-side copy (no bytes pass through the client).
+
+        Returns True when the server refused a single copy of an object above
+        ``max_single_copy`` and it was copied part by part (``copy_part_size``).
+        """
         source = {"Bucket": self.bucket, "Key": key}
         extra = {"ContentType": content_type, "Metadata": metadata, "MetadataDirective": "REPLACE"}
         try:
@@ -248,18 +291,17 @@ class S3Storage:
                 # Ceph RGW copies in place by reference, at any size (0.014 s for 6 GiB,
                 # docs/ceph-findings.md); AWS refuses single copies above 5 GiB.
                 self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=key, **extra)
+                return False
             except botocore.exceptions.ClientError as err:
-                if size <= MAX_SINGLE_COPY or s3_error_code(err) not in ("InvalidRequest", "EntityTooLarge"):
+                if size <= self.max_single_copy or s3_error_code(err) not in ("InvalidRequest", "EntityTooLarge"):
                     raise
                 from boto3.s3.transfer import TransferConfig
 
-                self.client.copy(
-                    source,
-                    self.bucket,
-                    key,
-                    ExtraArgs=extra,
-                    Config=TransferConfig(multipart_chunksize=1024**3, multipart_threshold=MAX_SINGLE_COPY),
+                config = TransferConfig(
+                    multipart_chunksize=self.copy_part_size, multipart_threshold=self.max_single_copy
                 )
+                self.client.copy(source, self.bucket, key, ExtraArgs=extra, Config=config)
+                return True
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
             raise StorageError(f"cannot set metadata on s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
 

@@ -11,6 +11,12 @@ and Ceph RGW only rewrites the object's head (0.05 s for 1 GiB and for 4 GiB,
 BENCHMARKS.md). Files no larger than one part are read whole and stored in one
 PUT with Content-MD5, metadata included.
 
+Every part carries the signed Content-MD5 of its bytes (``integrity``), so the
+server checks every byte; afterwards the object's ETag must be the one
+computed from the parts sent (or, after a single copy in place that the
+server gave a new ETag, the file's md5), in the CompleteMultipartUpload answer
+and in the HEAD that checks size and metadata.
+
 Request bodies go to the socket in 1 MiB writes rather than urllib3's 16 KiB
 (see ``_LargeBlockBody``): on a small machine that shares its cores with the
 S3 server, the client's CPU time is what paces the md5, and so the upload.
@@ -30,21 +36,20 @@ any upload the server could not be told about.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import logging
 import math
-import re
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import IO, Any, Dict, List, Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional
 
 import botocore.exceptions
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
-from s3transfer.utils import ChunksizeAdjuster
+from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
 from .errors import DeadlineExceeded, ImsHelperError, StorageError, VerificationError
+from .integrity import HashingReader, PartChecksums
 from .progress import Progress
 from .session import Deadline
 from .storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
@@ -55,8 +60,6 @@ MIB = 1024 * 1024
 #: Defaults measured on the benchmark machine (BENCHMARKS.md), stated here only; the option table shows them.
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_CONCURRENCY = 8
-
-_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class TransferOptions:
     part_size: int = DEFAULT_PART_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     sha256: bool = False
+    #: S3 allows at most this many parts; larger files get larger parts (tests lower it).
+    max_parts: int = MAX_PARTS
 
     @property
     def pool_connections(self) -> int:
@@ -98,14 +103,24 @@ class TransferOptions:
     def memory_bound(self) -> int:
         """Most artifact bytes in memory at once: parts queued or sending, one being read, one small file.
 
-        This holds for files of up to 10,000 parts; S3 allows no more, so for
-        larger files s3transfer doubles the part size until they fit (``part_size_for``).
+        ``part_size`` is the planned one (``planned_for``): a file of more than
+        ``max_parts`` parts at the configured size raises it, and the bound with it.
         """
         return self.part_size * (self.concurrency + 2)
 
     def part_size_for(self, size: int) -> int:
-        """The part size a file of ``size`` bytes is sent in (larger than ``part_size`` past 10,000 parts)."""
-        return int(ChunksizeAdjuster().adjust_chunksize(self.part_size, size))
+        """The part size a file of ``size`` bytes needs: ``part_size``, doubled until it fits ``max_parts``."""
+        return int(ChunksizeAdjuster(max_parts=self.max_parts).adjust_chunksize(self.part_size, size))
+
+    def planned_for(self, sizes: List[int]) -> TransferOptions:
+        """These options with the part size every one of ``sizes`` fits in ``max_parts`` parts at.
+
+        One part size for a whole publish: s3transfer takes it from one
+        ``TransferConfig``, and only a file past 10,000 parts at the configured
+        size (78 GiB at 8 MiB) raises it. s3transfer's own adjustment then never
+        changes it, so the parts are the ones planned here.
+        """
+        return replace(self, part_size=max([self.part_size_for(size) for size in sizes] or [self.part_size]))
 
     def parts(self, size: int) -> int:
         """How many parts a file of ``size`` bytes is sent in (1 for a single PUT)."""
@@ -128,69 +143,6 @@ def transfer_config(options: TransferOptions) -> TransferConfig:
         # Parts read ahead of the network: this is what bounds memory whatever the file size.
         max_in_memory_upload_chunks=options.concurrency,
     )
-
-
-class HashingReader:
-    """A read-only stream over a file that hashes every byte it hands out.
-
-    It deliberately has no ``seek``: s3transfer then reads it sequentially in one
-    thread, which keeps the hash in file order and memory bounded. With
-    ``part_size`` it also keeps the md5 of each part, which gives the ETag S3
-    computes for the multipart upload (``multipart_etag``).
-    """
-
-    def __init__(self, handle: IO[bytes], sha256: bool = False, part_size: int = 0) -> None:
-        self._handle = handle
-        self._md5 = hashlib.md5()
-        self._sha256 = hashlib.sha256() if sha256 else None
-        self._part_size = part_size
-        self._part_md5s: List[bytes] = []
-        self._part = hashlib.md5()
-        self._part_left = part_size
-        self.bytes_read = 0
-
-    def read(self, amount: int = -1) -> bytes:
-        """Read up to ``amount`` bytes (all when negative) and add them to the hashes."""
-        data = self._handle.read(amount)
-        self._md5.update(data)
-        if self._sha256 is not None:
-            self._sha256.update(data)
-        if self._part_size:
-            self._hash_parts(data)
-        self.bytes_read += len(data)
-        return data
-
-    def _hash_parts(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            piece, view = view[: self._part_left], view[self._part_left :]
-            self._part.update(piece)
-            self._part_left -= len(piece)
-            if not self._part_left:
-                self._part_md5s.append(self._part.digest())
-                self._part, self._part_left = hashlib.md5(), self._part_size
-
-    @property
-    def multipart_etag(self) -> str:
-        """The ETag S3 gives a multipart upload of what was read: md5 of the part md5s, "-", part count."""
-        digests = list(self._part_md5s)
-        if self._part_left != self._part_size:
-            digests.append(self._part.digest())
-        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
-
-    def readable(self) -> bool:
-        """Always True: this is an input stream."""
-        return True
-
-    @property
-    def md5(self) -> str:
-        """Hex md5 of what has been read so far."""
-        return self._md5.hexdigest()
-
-    @property
-    def sha256(self) -> Optional[str]:
-        """Hex SHA-256 of what has been read so far, when asked for."""
-        return self._sha256.hexdigest() if self._sha256 is not None else None
 
 
 #: How much of a part body is handed to the socket per write.
@@ -266,6 +218,8 @@ class ArtifactUploader:
         self._cancelled = threading.Event()
         # A small file is read whole before its PUT; one at a time keeps that inside the memory bound.
         self._small_file_slot = threading.Semaphore(1)
+        self._plan = self.options
+        self._checksums = PartChecksums()
         self.storage.client.meta.events.register(
             "before-send.s3.UploadPart", _send_part_bodies_in_large_blocks, unique_id="ims-large-send-blocks"
         )
@@ -280,13 +234,15 @@ class ArtifactUploader:
         if not uploads:
             return []
         succeeded = False
+        self._plan = self.options.planned_for([upload.size for upload in uploads])
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(uploads), thread_name_prefix="artifact")
+        self._checksums.register(self.storage.client)
         try:
             # Leaving this block by an exception cancels every transfer still queued or running
             # (s3transfer aborts their multipart uploads); leaving it normally waits for them.
             # (TransferManager.shutdown(cancel=True) itself fails in s3transfer up to 0.19 at
             # least: boto/s3transfer#143.)
-            with TransferManager(self.storage.client, transfer_config(self.options)) as manager:
+            with TransferManager(self.storage.client, transfer_config(self._plan)) as manager:
                 try:
                     results = self._run_all(pool, manager, uploads)
                 except BaseException:
@@ -296,6 +252,7 @@ class ArtifactUploader:
             return results
         finally:
             pool.shutdown(wait=True)
+            self._checksums.unregister(self.storage.client)
             self.progress.close(succeeded)
 
     def _run_all(
@@ -319,14 +276,15 @@ class ArtifactUploader:
 
     def _upload_one(self, manager: TransferManager, upload: ArtifactUpload) -> UploadedObject:
         self.progress.start(upload.name, upload.size)
+        copied_in_parts = False
         with open(upload.path, "rb") as handle:
-            part_size = self.options.part_size_for(upload.size) if self.options.is_multipart(upload.size) else 0
-            reader = HashingReader(handle, sha256=self.options.sha256, part_size=part_size)
-            if self.options.is_multipart(upload.size):
-                self._put_large(manager, upload, reader)
-                put_etag = ""
+            multipart = self._plan.is_multipart(upload.size)
+            reader = HashingReader(handle, sha256=self._plan.sha256, parts=multipart)
+            if multipart:
+                self._checksums.watch(self.storage.bucket, upload.key, reader)
+                copied_in_parts = self._put_large(manager, upload, reader)
             else:
-                put_etag = self._put_small(upload, reader)
+                self._put_small(upload, reader)
         if reader.bytes_read != upload.size:
             raise VerificationError(
                 f"{upload.path} changed while it was read ({reader.bytes_read} bytes read, {upload.size} expected)"
@@ -334,13 +292,12 @@ class ArtifactUploader:
         info = self.storage.head(upload.key)
         if info is None:
             raise VerificationError(f"s3://{self.storage.bucket}/{upload.key} is missing right after its upload")
-        self._verify(upload, reader, info, put_etag)
+        self._verify(upload, reader, info, copied_in_parts)
         self.progress.finish(upload.name)
         return UploadedObject(upload=upload, md5=reader.md5, etag=info.etag, sha256=reader.sha256)
 
-    def _verify(self, upload: ArtifactUpload, reader: HashingReader, info: ObjectInfo, put_etag: str) -> None:
+    def _verify(self, upload: ArtifactUpload, reader: HashingReader, info: ObjectInfo, copied_in_parts: bool) -> None:
         """Compare what a HEAD says with what was sent: size, md5 and other metadata, type, ETag."""
-        where = f"s3://{self.storage.bucket}/{upload.key}"
         expected = self._final_metadata(upload, reader)
         wrong = [
             f"{name} {info.metadata.get(name)!r} instead of {value!r}"
@@ -351,16 +308,11 @@ class ArtifactUploader:
             wrong.insert(0, f"size {info.size} instead of {upload.size}")
         if info.content_type and info.content_type != upload.content_type:
             wrong.append(f"type {info.content_type!r} instead of {upload.content_type!r}")
-        # A multipart ETag is the md5 of the part md5s plus "-N"; it cannot be checked against
-        # the file's md5 without hashing every part again, but its part count can.
-        multipart = _MULTIPART_ETAG.match(info.etag)
-        if put_etag and info.etag != put_etag:
-            # A single PUT's ETag is the md5 of its body; another one means another writer.
-            wrong.append(f"ETag {info.etag} instead of {put_etag} (the object changed after it was written)")
-        elif multipart and int(multipart.group(1)) != self.options.parts(upload.size):
-            wrong.append(f"ETag {info.etag} is of {multipart.group(1)} parts, not {self.options.parts(upload.size)}")
+        wrong.extend(_etag_mismatch(info.etag, _expected_etags(reader, copied_in_parts)))
         if wrong:
-            raise VerificationError(f"{where} does not match {upload.path}: {'; '.join(wrong)}")
+            raise VerificationError(
+                f"s3://{self.storage.bucket}/{upload.key} does not match {upload.path}: {'; '.join(wrong)}"
+            )
 
     def _final_metadata(self, upload: ArtifactUpload, reader: HashingReader) -> Dict[str, str]:
         metadata = dict(upload.metadata)
@@ -377,7 +329,8 @@ class ArtifactUploader:
             self.progress.advance(upload.name, len(data))
             return etag
 
-    def _put_large(self, manager: TransferManager, upload: ArtifactUpload, reader: HashingReader) -> None:
+    def _put_large(self, manager: TransferManager, upload: ArtifactUpload, reader: HashingReader) -> bool:
+        """Send a file as a multipart upload and check the server's ETag; True when its metadata was copied in parts."""
         self._check_running(upload)
         future = manager.upload(
             reader,
@@ -404,12 +357,23 @@ class ArtifactUploader:
             if self._cancelled.is_set():
                 raise StorageError(f"upload of {upload.path} was cancelled") from None
             raise StorageError(f"upload of {upload.path} failed: {type(err).__name__}: {err}") from None
+        self._check_completed_etag(upload, reader)
         self._check_running(upload)
         started = time.monotonic()
-        self.storage.replace_metadata(
+        copied_in_parts = self.storage.replace_metadata(
             upload.key, upload.content_type, self._final_metadata(upload, reader), upload.size
         )
         LOGGER.debug("%s: md5sum metadata set by a copy in place in %.3f s", upload.name, time.monotonic() - started)
+        return copied_in_parts
+
+    def _check_completed_etag(self, upload: ArtifactUpload, reader: HashingReader) -> None:
+        """The ETag of the CompleteMultipartUpload answer must be the one of the parts that were sent."""
+        expected = reader.multipart_etag
+        if reader.completed_etag and reader.completed_etag != expected:
+            raise VerificationError(
+                f"s3://{self.storage.bucket}/{upload.key} does not match {upload.path}: the server completed it "
+                f"with ETag {reader.completed_etag}, not {expected}, the ETag of the {reader.parts} parts sent"
+            )
 
     def _completed_before_its_answer_was_lost(
         self, upload: ArtifactUpload, reader: HashingReader, err: botocore.exceptions.ClientError
@@ -433,3 +397,26 @@ class ArtifactUploader:
         if self._cancelled.is_set():
             raise StorageError(f"upload of {upload.path} was cancelled")
         self.deadline.check(f"uploading {upload.path}")
+
+
+def _expected_etags(reader: HashingReader, copied_in_parts: bool) -> List[str]:
+    """The ETags the stored object may have: of the parts sent, or (after a single copy) of the whole file.
+
+    Ceph RGW keeps a multipart object's ETag through the copy in place that
+    adds ``md5sum``; AWS and moto give the copy the md5 of its bytes. A copy
+    made part by part (past 5 GiB) has an ETag of its own copy parts: nothing
+    to compare then, and the upload's own ETag was checked in the
+    CompleteMultipartUpload answer.
+    """
+    if copied_in_parts:
+        return []
+    if reader.parts:
+        return [reader.multipart_etag, reader.md5]
+    return [reader.md5]
+
+
+def _etag_mismatch(etag: str, expected: List[str]) -> List[str]:
+    """A one-item list naming the wrong ETag, or nothing when ``etag`` is expected (or nothing is)."""
+    if not expected or etag in expected:
+        return []
+    return [f"ETag {etag} instead of {' or '.join(expected)} (computed from the bytes sent)"]

@@ -24,7 +24,12 @@ left) and does one of:
   gave up meanwhile finds its connection answered after it left;
 - ``drop_after_forward``: forward, let the server act, then close the
   connection without an answer (the server did the work, the client never
-  hears: a "lost answer").
+  hears: a "lost answer");
+- ``flip_byte``: forward with the first byte of the request body inverted
+  (a body corrupted on the way; the signed headers are left as they were);
+- ``rewrite``: forward, then replace ``pattern`` (a bytes regex) with
+  ``replacement`` in the server's answer, body and header values, before
+  relaying it (an answer altered on the way).
 
 ``chance`` applies a fault to a random share of the matching requests (drawn
 from ``seed``, so a run can be repeated), e.g. hold 5 to 30 s on one request
@@ -66,11 +71,26 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "expect", "upgrade
 #: Ids in paths are folded into ``{id}`` so "PATCH /images/{id}" names one kind of request.
 _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 BODY_CHUNK = 64 * 1024
-ACTIONS = ("status", "status_after_forward", "drop", "hang", "delay", "hold", "drop_after_forward")
+ACTIONS = (
+    "status",
+    "status_after_forward",
+    "drop",
+    "hang",
+    "delay",
+    "hold",
+    "drop_after_forward",
+    "flip_byte",
+    "rewrite",
+)
 #: Actions that forward the request first and then do something to the server's answer.
 AFTER_FORWARD = ("status_after_forward", "hold", "drop_after_forward")
 #: Methods whose request bodies count as bytes uploaded.
 WRITE_METHODS = ("PUT", "POST", "PATCH")
+
+
+def _rewritten(fault: Fault, value: str) -> str:
+    """A header value with ``fault.pattern`` replaced (header values are latin-1 on the wire)."""
+    return re.sub(fault.pattern, fault.replacement, value.encode("latin-1")).decode("latin-1")
 
 
 def request_kind(method: str, path: str) -> str:
@@ -101,6 +121,9 @@ class Fault:
     delay: float = 0.0
     #: With ``delay``: the hold (or delay) is a random time between ``delay`` and ``delay_max`` seconds.
     delay_max: Optional[float] = None
+    #: ``rewrite``: what to replace in the answer's body (a bytes regex), and with what.
+    pattern: bytes = b""
+    replacement: bytes = b""
     #: Share of the matching requests that get the fault (1: every one), drawn from ``seed``.
     chance: float = 1.0
     seed: int = 0
@@ -168,6 +191,8 @@ class Exchange:
     status: int = 0  # 0: the client got no answer (dropped, hung, cut or killed)
     fault: str = ""  # the fault's action, '' when forwarded unchanged
     body_bytes: int = 0  # request payload bytes relayed to the server so far (chunk framing not counted)
+    #: The request's headers as the client sent them.
+    headers: Dict[str, str] = field(default_factory=dict)
     ended: float = 0.0
 
     @property
@@ -256,6 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _exchange(self) -> None:
         proxy = self.server.proxy
         exchange = proxy._begin(self.command, self.path)
+        exchange.headers = {name.lower(): value for name, value in self.headers.items()}
         try:
             self._serve(proxy, exchange)
         except (_Cut, OSError, http.client.HTTPException, ValueError):
@@ -287,7 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
             canned_status, canned_headers, canned_body = fault.answer()
             self._reply(canned_status, list(canned_headers.items()), canned_body, exchange)
             return
-        status, reason, headers, body = self._forward(proxy, exchange)
+        status, reason, headers, body = self._forward(
+            proxy, exchange, flip=fault is not None and fault.action == "flip_byte"
+        )
         self._wait_while_frozen(proxy)
         if proxy._observe("response", exchange) == "drop":
             raise _Cut()
@@ -295,6 +323,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Cut()  # the server acted; the client never hears of it
         if fault is not None and fault.action == "hold" and self.server.gone.wait(fault.wait_time()):
             raise _Cut()
+        if fault is not None and fault.action == "rewrite":
+            body = re.sub(fault.pattern, fault.replacement, body)
+            headers = [(name, _rewritten(fault, value)) for name, value in headers]
         if fault is not None and fault.action == "status_after_forward":
             status, canned_headers, body = fault.answer()
             headers, reason = list(canned_headers.items()), ""
@@ -339,7 +370,9 @@ class _Handler(BaseHTTPRequestHandler):
         for _ in self._body_chunks():
             pass
 
-    def _forward(self, proxy: FaultProxy, exchange: Exchange) -> Tuple[int, str, List[Tuple[str, str]], bytes]:
+    def _forward(
+        self, proxy: FaultProxy, exchange: Exchange, flip: bool = False
+    ) -> Tuple[int, str, List[Tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(*proxy.upstream, timeout=120)
         proxy._track_upstream(connection, add=True)
         try:
@@ -353,6 +386,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._wait_while_frozen(proxy)
                 if self.server.gone.is_set():
                     raise _Cut()
+                if flip and payload:
+                    chunk, flip = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
                 connection.send(chunk)
                 exchange.body_bytes += payload
             response = connection.getresponse()
