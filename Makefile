@@ -1,11 +1,12 @@
-# Fresh machine: `make demo` publishes a sample image into the embedded local stack;
-# `make test` runs the linters and the whole test suite. Both build .venv first.
+# Fresh machine: `make demo` publishes a sample image into the embedded local stack
+# (`make job` runs a whole image-build and customization job there);
+# `make test` runs the linters and the whole test suite. Each builds .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: venv demo test test-ceph lint pytest bench clean
+.PHONY: venv demo job test test-ceph lint pytest bench clean
 
 venv: $(VENV)/.installed
 
@@ -18,6 +19,10 @@ $(VENV)/.installed: setup.py requirements.txt requirements-test.txt constraints.
 
 demo: venv
 	$(BIN)/python -m ims_python_helper local demo
+
+# A whole image-build job and a customization job on a throw-away stack (needs squashfs-tools).
+job: venv
+	$(BIN)/python -m ims_python_helper local job
 
 lint: venv
 	$(BIN)/ruff check .

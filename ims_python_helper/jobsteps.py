@@ -117,6 +117,19 @@ def _check_directory(path: str, what: str, must_exist: bool = False) -> str:
     return path
 
 
+def _checked_job_id(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    job_id = job_id_from(args.ims_job_id, environ, required=True)
+    assert job_id is not None  # required=True raises instead
+    return job_id
+
+
+def _checked_fetch(args: argparse.Namespace, environ: Mapping[str, str]) -> Tuple[str, str]:
+    """A fetch's job id and target directory, checked (with its URL) before anything is contacted."""
+    job_id = _checked_job_id(args, environ)
+    _check_download_url(args.url)
+    return job_id, _check_directory(args.path, "PATH")
+
+
 def _check_dictionary(path: str) -> str:
     # The default may be absent (fetch warns and goes on untemplated); one named explicitly must be there.
     if path != DEFAULT_DICTIONARY_PATH and not os.path.isfile(path):
@@ -164,10 +177,7 @@ def image_fetch(
     args: argparse.Namespace, settings: StepSettings, progress: Progress, environ: Mapping[str, str]
 ) -> Dict[str, Any]:
     """``image fetch``: the customization job's first step."""
-    job_id = job_id_from(args.ims_job_id, environ, required=True)
-    assert job_id is not None
-    _check_download_url(args.url)
-    path = _check_directory(args.path, "PATH")
+    job_id, path = _checked_fetch(args, environ)
     job = _open_job(settings, job_id)
 
     def work() -> Dict[str, Any]:
@@ -180,10 +190,7 @@ def recipe_fetch(
     args: argparse.Namespace, settings: StepSettings, progress: Progress, environ: Mapping[str, str]
 ) -> Dict[str, Any]:
     """``recipe fetch``: the image-build job's first step."""
-    job_id = job_id_from(args.ims_job_id, environ, required=True)
-    assert job_id is not None
-    _check_download_url(args.url)
-    path = _check_directory(args.path, "PATH")
+    job_id, path = _checked_fetch(args, environ)
     dictionary = _check_dictionary(settings.template_dictionary)
     job = _open_job(settings, job_id)
 
@@ -199,8 +206,7 @@ def recipe_wait_for_repos(
     args: argparse.Namespace, settings: StepSettings, environ: Mapping[str, str]
 ) -> Dict[str, Any]:
     """``recipe wait_for_repos``: the image-build job's second step."""
-    job_id = job_id_from(args.ims_job_id, environ, required=True)
-    assert job_id is not None
+    job_id = _checked_job_id(args, environ)
     root = _check_directory(args.recipe_root, "RECIPE_ROOT", must_exist=True)
     job = _open_job(settings, job_id)
 

@@ -310,3 +310,11 @@ def make_squashfs(tmp_path: Path, motd: str = "built by the test\n") -> Path:
     image = tmp_path / "rootfs.sqsh"
     subprocess.run(["mksquashfs", str(root), str(image), "-noappend", "-quiet"], check=True, capture_output=True)
     return image
+
+
+def volume_with_stale_signal_files(directory: Path) -> Path:
+    """A job pod's volume left with the signal files of an earlier attempt (a fetch must remove them)."""
+    directory.mkdir(parents=True)
+    for name in ("ready", "complete", "exiting"):
+        (directory / name).write_text("")
+    return directory

@@ -1,4 +1,4 @@
-"""Every command, ``local up``, ``local demo`` and ``local job`` included, writes only to the streams ``main`` is given."""
+"""Every command, the ``local`` ones (up, demo, job) included, writes only to the streams ``main`` is given."""
 
 from __future__ import annotations
 

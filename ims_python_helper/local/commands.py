@@ -33,6 +33,28 @@ DEMO_INITRD_BYTES = 4 * 1024 * 1024
 DEMO_IMAGE_NAME = "local-demo-image"
 
 
+#: Help line and description of each ``local`` command.
+LOCAL_COMMAND_TEXTS = {
+    "up": (
+        "start the stack, print its settings as shell exports, run until interrupted",
+        "Start the stack and print 'export NAME=value' lines, then 'ready'. Runs until SIGINT or SIGTERM.",
+    ),
+    "demo": (
+        "start a throw-away stack and publish a sample image into it with the client",
+        "Start a stack, publish a generated sample image with 'image upload_artifacts', "
+        "read the image record back, and stop.",
+    ),
+    "job": (
+        "run an image-build job and a customization job the way the job pods do, print a JSON summary",
+        "Start a throw-away stack (or, with --attach, use the one the environment names), then run "
+        "an image-build job (recipe upload, recipe fetch, recipe wait_for_repos, mksquashfs, image "
+        "upload_artifacts, success) and a customization job on its image (image fetch, change a file, "
+        "mksquashfs, image upload_artifacts, success), each step with the client's command line. Prints the "
+        "jobs, the statuses their records showed in order, and the images made.",
+    ),
+}
+
+
 def register(subparsers: Any) -> None:
     """Add the ``local`` command (with ``up``, ``demo`` and ``job``) to the CLI's sub-parsers."""
     local = subparsers.add_parser(
@@ -43,39 +65,16 @@ def register(subparsers: Any) -> None:
     commands = local.add_subparsers(dest="local_command", metavar="{up,demo,job}")
     commands.required = True
 
-    up = commands.add_parser(
-        "up",
-        help="start the stack, print its settings as shell exports, run until interrupted",
-        description="Start the stack and print 'export NAME=value' lines, then 'ready'. Runs until SIGINT or SIGTERM.",
-    )
-    _add_stack_options(up)
-    up.set_defaults(handler=run_up)
-
-    demo = commands.add_parser(
-        "demo",
-        help="start a throw-away stack and publish a sample image into it with the client",
-        description="Start a stack, publish a generated sample image with 'image upload_artifacts', "
-        "read the image record back, and stop.",
-    )
-    _add_stack_options(demo)
-    demo.set_defaults(handler=run_demo)
-
-    job = commands.add_parser(
-        "job",
-        help="run an image-build job and a customization job the way the job pods do, print a JSON summary",
-        description="Start a throw-away stack (or, with --attach, use the one the environment names), then run "
-        "an image-build job (recipe upload, recipe fetch, recipe wait_for_repos, mksquashfs, image "
-        "upload_artifacts, success) and a customization job on its image (image fetch, change a file, "
-        "mksquashfs, image upload_artifacts, success), each step with the client's command line. Prints the "
-        "jobs, the statuses their records showed in order, and the images made.",
-    )
-    _add_stack_options(job)
+    for name, (help_text, description) in LOCAL_COMMAND_TEXTS.items():
+        command = commands.add_parser(name, help=help_text, description=description)
+        _add_stack_options(command)
+        command.set_defaults(handler={"up": run_up, "demo": run_demo, "job": run_job}[name])
+    job = commands.choices["job"]
     job.add_argument(
         "--attach",
         action="store_true",
         help="run against the stack the environment names (the exports of `local up`) instead of starting one",
     )
-    job.set_defaults(handler=run_job)
 
 
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:

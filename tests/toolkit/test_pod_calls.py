@@ -8,7 +8,7 @@ import tarfile
 from urllib.parse import parse_qs, urlsplit
 
 from ims_python_helper.wait_for_kiwi_repos import IMS_JOB_STATUS, wait_for_kiwi_repos
-from tests.support import kiwi_config, make_recipe_tgz, make_squashfs
+from tests.support import kiwi_config, make_recipe_tgz, make_squashfs, volume_with_stale_signal_files
 
 FETCH = "ims_python_helper.fetch"
 WAIT = "ims_python_helper.wait_for_kiwi_repos"
@@ -43,10 +43,7 @@ def test_image_build_job_fetches_recipe_then_waits_for_repos(pod, presign, repos
 
 def test_customize_job_fetches_and_unpacks_image(pod, presign, ims_api, tmp_path):
     image = make_squashfs(tmp_path)
-    work = tmp_path / "mnt-image"
-    work.mkdir()
-    for name in ("ready", "complete", "exiting"):
-        (work / name).write_text("")
+    work = volume_with_stale_signal_files(tmp_path / "mnt-image")
     md5 = hashlib.md5(image.read_bytes()).hexdigest()
 
     result = pod.run(FETCH, "--image", "t", str(work), presign(image), env={"DOWNLOAD_MD5SUM": md5})

@@ -14,7 +14,7 @@ from typing import Iterator, List
 import pytest
 
 from tests.faults.proxy import FaultProxy
-from tests.support import kiwi_config, make_recipe_tgz, make_squashfs
+from tests.support import kiwi_config, make_recipe_tgz, make_squashfs, volume_with_stale_signal_files
 
 
 def _one_error_line(stderr: str) -> str:
@@ -25,10 +25,7 @@ def _one_error_line(stderr: str) -> str:
 
 def test_image_fetch_unpacks_and_sets_fetching_image(run_cli, presign, ims_api, tmp_path):
     image = make_squashfs(tmp_path)
-    work = tmp_path / "mnt-image"
-    work.mkdir()
-    for name in ("ready", "complete", "exiting"):
-        (work / name).write_text("")
+    work = volume_with_stale_signal_files(tmp_path / "mnt-image")
     job = ims_api.new_job()
     md5 = hashlib.md5(image.read_bytes()).hexdigest()
 
