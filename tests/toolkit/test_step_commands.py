@@ -10,6 +10,7 @@ import hashlib
 import tarfile
 from pathlib import Path
 from typing import Iterator, List
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -29,7 +30,9 @@ def test_image_fetch_unpacks_and_sets_fetching_image(run_cli, presign, ims_api, 
     job = ims_api.new_job()
     md5 = hashlib.md5(image.read_bytes()).hexdigest()
 
-    result = run_cli("image", "fetch", presign(image), str(work), job, "--md5", md5.upper())
+    url = presign(image)
+
+    result = run_cli("image", "fetch", url, str(work), job, "--md5", md5.upper())
 
     assert result.code == 0, result.stderr
     output = result.json
@@ -39,6 +42,7 @@ def test_image_fetch_unpacks_and_sets_fetching_image(run_cli, presign, ims_api, 
     assert ims_api.get(f"/jobs/{job}")["status"] == "fetching_image"
     assert (work / "image-root" / "etc" / "motd").read_text() == "built by the test\n"
     assert sorted(p.name for p in work.iterdir()) == ["image-root"]
+    assert parse_qs(urlsplit(url).query)["X-Amz-Signature"][0] not in result.stdout + result.stderr
 
 
 def test_image_fetch_with_a_wrong_md5_fails_the_job_and_keeps_nothing(run_cli, presign, ims_api, tmp_path):
