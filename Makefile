@@ -1,13 +1,14 @@
-# Fresh machine: `make demo` publishes a sample image into the embedded local stack;
-# `make test` runs the test matrix with nox (noxfile.py): linters and the whole suite, then the
-# client suite on Python 3.9 to 3.13 and under the platform's pinned libraries. Both build .venv first.
+# Fresh machine: `make demo` publishes a sample image into the embedded local stack
+# (`make job` runs a whole image-build and customization job there);
+# `make test` runs the test matrix with nox (noxfile.py): the client suite on Python 3.9 to 3.13
+# and under the platform's pinned libraries, then linters and the whole suite. Each builds .venv first.
 # `make lint` and `make pytest` run the linters / the whole suite once, in .venv only.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: venv demo test test-ceph lint pytest bench clean
+.PHONY: venv demo job test test-ceph lint pytest bench clean
 
 venv: $(VENV)/.installed
 
@@ -20,6 +21,10 @@ $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements
 
 demo: venv
 	$(BIN)/python -m ims_python_helper local demo
+
+# A whole image-build job and a customization job on a throw-away stack (needs squashfs-tools).
+job: venv
+	$(BIN)/python -m ims_python_helper local job
 
 lint: venv
 	$(BIN)/ruff check .

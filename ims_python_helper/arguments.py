@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from .errors import UsageError
 
@@ -58,3 +58,16 @@ def uuid_argument(text: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a UUID") from None
+
+
+def job_id_from(given: Optional[str], environ: Mapping[str, str], required: bool = False) -> Optional[str]:
+    """The job id given, else ``IMS_JOB_ID``, checked as a UUID; ``UsageError`` when required and absent."""
+    job_id = given or environ.get("IMS_JOB_ID") or None
+    if job_id is None:
+        if required:
+            raise UsageError("no IMS job id: give it as the last argument or set IMS_JOB_ID")
+        return None
+    try:
+        return uuid_argument(job_id)
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"IMS_JOB_ID: {err}") from None

@@ -19,10 +19,19 @@ from types import FrameType
 from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple, Union
 
 from . import __version__
-from .arguments import ArgumentParser, StoreOnce, SwitchOnce, uuid_argument
+from .arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from, uuid_argument
 from .config import OPTIONS, Option, Settings, describe_source, file_dest, resolve_settings
 from .errors import ExitStatus, ImsHelperError, UsageError
 from .helper import ImsHelper
+from .jobsteps import (
+    STEP_TEXTS,
+    image_fetch,
+    image_fetch_arguments,
+    recipe_fetch,
+    recipe_fetch_arguments,
+    recipe_wait_for_repos,
+    wait_arguments,
+)
 from .progress import make_progress
 from .redact import install_log_redaction, redact
 from .vocabulary import ARCHES, ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET, JOB_STATUSES, RECIPE_DISTROS
@@ -122,12 +131,15 @@ COMMAND_TEXTS: Dict[str, Tuple[str, Optional[str]]] = {
         "Create (or reuse) an IMS recipe record and store the gzipped tarball at "
         "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).",
     ),
+    **STEP_TEXTS,
 }
 
 
-def _command(commands: Any, name: str, handler: Handler, add_arguments: Callable[[Any], None]) -> None:
+def _command(
+    commands: Any, name: str, handler: Handler, add_arguments: Callable[[Any], None], key: Optional[str] = None
+) -> None:
     """One command: its own arguments, then the global options; it calls ``handler``."""
-    help_text, description = COMMAND_TEXTS[name]
+    help_text, description = COMMAND_TEXTS[key or name]
     parser = commands.add_parser(name, help=help_text, description=description)
     add_arguments(parser)
     _add_global_options(parser)
@@ -135,9 +147,10 @@ def _command(commands: Any, name: str, handler: Handler, add_arguments: Callable
 
 
 def _add_image_commands(resources: Any) -> None:
-    image_commands = _command_group(resources, "image", "publish images and update jobs")
+    image_commands = _command_group(resources, "image", "publish and fetch images, update jobs")
     _command(image_commands, "upload_artifacts", run_upload_artifacts, _upload_arguments)
     _command(image_commands, "set_job_status", run_set_job_status, _status_arguments)
+    _command(image_commands, "fetch", run_image_fetch, image_fetch_arguments, "image fetch")
 
 
 def _upload_arguments(upload: Any) -> None:
@@ -173,8 +186,10 @@ def _status_arguments(status: Any) -> None:
 
 
 def _add_recipe_commands(resources: Any) -> None:
-    recipe_commands = _command_group(resources, "recipe", "load recipes")
+    recipe_commands = _command_group(resources, "recipe", "load and fetch recipes, wait for their repositories")
     _command(recipe_commands, "upload", run_recipe_upload, _recipe_upload_arguments)
+    _command(recipe_commands, "fetch", run_recipe_fetch, recipe_fetch_arguments, "recipe fetch")
+    _command(recipe_commands, "wait_for_repos", run_wait_for_repos, wait_arguments)
 
 
 def _recipe_upload_arguments(recipe_upload: Any) -> None:
@@ -240,12 +255,7 @@ def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None) 
 @client_command
 def run_upload_artifacts(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image upload_artifacts``."""
-    job_id = args.ims_job_id or env.environ.get("IMS_JOB_ID") or None
-    if job_id:
-        try:
-            job_id = uuid_argument(job_id)
-        except argparse.ArgumentTypeError as err:
-            raise UsageError(f"IMS_JOB_ID: {err}") from None
+    job_id = job_id_from(args.ims_job_id, env.environ)
     for kind in ARTIFACT_KINDS:
         given = getattr(args, kind.name) or []
         if len(given) > 1:
@@ -307,6 +317,26 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
         require_dkms=args.require_dkms,
     )
     return {"result": "success", "ims_recipe_record": record}
+
+
+@client_command
+def run_image_fetch(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
+    """``image fetch``: a customization job's fetch step."""
+    progress = make_progress(settings.progress, env.stderr, "download")
+    return image_fetch(args, settings.step_settings(), progress, env.environ)
+
+
+@client_command
+def run_recipe_fetch(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
+    """``recipe fetch``: an image-build job's fetch step."""
+    progress = make_progress(settings.progress, env.stderr, "download")
+    return recipe_fetch(args, settings.step_settings(), progress, env.environ)
+
+
+@client_command
+def run_wait_for_repos(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
+    """``recipe wait_for_repos``: an image-build job's wait step."""
+    return recipe_wait_for_repos(args, settings.step_settings(), env.environ)
 
 
 # -- main -------------------------------------------------------------------------

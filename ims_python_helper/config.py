@@ -14,9 +14,11 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 from . import parsers
 from .errors import ConfigError, UsageError
 from .helper import HelperSettings
+from .jobsteps import StepSettings
 from .parsers import MIB
 from .session import DEFAULT_OAUTH_CONFIG_DIR, OAuthSettings
 from .storage import S3Settings
+from .template import DEFAULT_DICTIONARY_PATH
 from .transfer import TransferOptions
 from .transport import DEFAULT_TIMEOUT, parse_ssl_verify
 from .vocabulary import ARCHES, DEFAULT_IMAGE_BUCKET, DEFAULT_IMS_API_URL  # noqa: F401  (ARCHES: the local IMS, for now)
@@ -98,6 +100,15 @@ OPTIONS: Tuple[Option, ...] = (
            ("IMS_SHA256",), default=False, parse=parsers.boolean, is_switch=True),
     Option("progress", ("--progress",), "progress display: bars on a terminal, periodic log lines otherwise",
            ("IMS_PROGRESS",), default="auto", parse=parsers.choice(PROGRESS_MODES), choices=PROGRESS_MODES),
+    Option("download_md5", ("--md5",), "image/recipe fetch: md5 the downloaded file must have",
+           ("DOWNLOAD_MD5SUM",), parse=parsers.md5_hex, metavar="MD5"),
+    Option("template_dictionary_file", ("--template-dictionary-file",),
+           "recipe fetch: YAML mapping of the recipe's template values", ("TEMPLATE_DICTIONARY_PATH",),
+           default=DEFAULT_DICTIONARY_PATH, metavar="PATH"),
+    Option("repo_timeout", ("--repo-timeout",), "recipe wait_for_repos: seconds to wait for the repositories",
+           ("IMS_REPO_TIMEOUT",), default=500.0, parse=parsers.positive_float, metavar="SECONDS"),
+    Option("repo_poll_interval", ("--repo-poll-interval",), "recipe wait_for_repos: seconds between polls",
+           ("REPO_POLL_INTERVAL",), default=5.0, parse=parsers.positive_float, metavar="SECONDS"),
 )
 # fmt: on
 
@@ -131,6 +142,10 @@ class Settings:
     concurrency: int = _default("concurrency")
     sha256: bool = False
     progress: str = _default("progress")
+    download_md5: Optional[str] = None
+    template_dictionary_file: str = _default("template_dictionary_file")
+    repo_timeout: float = _default("repo_timeout")
+    repo_poll_interval: float = _default("repo_poll_interval")
     #: Names of secrets that were given on the command line (for the warning).
     secrets_on_argv: Tuple[str, ...] = ()
 
@@ -138,6 +153,22 @@ class Settings:
     def part_size(self) -> int:
         """Multipart part size in bytes."""
         return self.part_size_mb * MIB
+
+    def step_settings(self) -> StepSettings:
+        """What the job-pod step commands take; downloads trust ``--s3-ssl-verify`` when set, else ``--cert``."""
+        oauth = OAuthSettings(self.oauth_client_id, self.oauth_client_secret, self.token_url, self.cert, self.timeout)
+        verify = self.s3_ssl_verify if self.s3_ssl_verify is not True else (self.cert or True)
+        return StepSettings(
+            self.ims_url,
+            self.timeout,
+            self.deadline,
+            oauth,
+            download_verify=verify,
+            download_md5=self.download_md5,
+            template_dictionary=self.template_dictionary_file,
+            repo_timeout=self.repo_timeout,
+            repo_poll_interval=self.repo_poll_interval,
+        )
 
     def helper_settings(self, bucket: Optional[str] = None) -> HelperSettings:
         """The objects the layers below take (OAuth, S3, transfer), with another bucket when given."""

@@ -25,9 +25,10 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
 
-from .download import DownloadOptions, DownloadResult, download_file
+from .download import DownloadOptions, download_file
 from .errors import ConfigError, InputError
 from .extract import safe_extract
 from .jobpod import DEFAULT_CA_CERT, JobStatus, configure_logging, download_verify, run_step
@@ -53,18 +54,37 @@ TRUE_WORDS = ("true", "1", "t", "y", "yes")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _download(
-    url: str,
-    target: str,
-    expected_md5: Optional[str],
-    verify: Union[bool, str],
-    options: Optional[DownloadOptions],
-    progress: Optional[Progress],
-    deadline: Optional[Deadline],
-) -> DownloadResult:
-    # ``verify`` is the one TLS setting of a fetch; it wins over any in ``options``.
-    opts = dataclasses.replace(options, verify=verify) if options else DownloadOptions(verify=verify)
-    return download_file(url, target, expected_md5=expected_md5, options=opts, progress=progress, deadline=deadline)
+@dataclass(frozen=True)
+class FetchOptions:
+    """How a fetch runs: the job it reports to, the md5 to check, TLS, download tuning, progress, deadline, logger."""
+
+    #: The job set to ``fetching_image``/``fetching_recipe`` first (None: no status is set).
+    job: Optional[JobStatus] = None
+    expected_md5: Optional[str] = None
+    #: requests' ``verify`` for the download; the one TLS setting of a fetch (it wins over ``download``'s).
+    verify: Union[bool, str] = True
+    download: Optional[DownloadOptions] = None
+    progress: Optional[Progress] = None
+    deadline: Optional[Deadline] = None
+    logger: Optional[logging.Logger] = None
+
+    @property
+    def log(self) -> logging.Logger:
+        """The logger to use."""
+        return self.logger or LOGGER
+
+
+def _download_into(path: PathLike, archive_name: str, status: str, url: str, how: FetchOptions) -> Tuple[str, str]:
+    """Report ``status``, make the directory and download into it; returns (directory, archive path)."""
+    directory = os.fspath(path)
+    if how.job is not None:
+        how.job.set(status)
+    os.makedirs(directory, exist_ok=True)
+    archive = os.path.join(directory, archive_name)
+    options = dataclasses.replace(how.download or DownloadOptions(), verify=how.verify)
+    result = download_file(url, archive, how.expected_md5, options, how.progress, how.deadline)
+    how.log.info("downloaded %s (%d bytes, md5 %s)", archive, result.size, result.md5)
+    return directory, archive
 
 
 def remove_signal_files(path: PathLike, logger: Optional[logging.Logger] = None) -> None:
@@ -87,82 +107,56 @@ def unsquash(archive: str, destination: str) -> None:
         raise InputError(f"unsquashfs of {os.path.basename(archive)} failed: {reason}")
 
 
-def fetch_image(
-    path: PathLike,
-    url: str,
-    unpack: bool = True,
-    job: Optional[JobStatus] = None,
-    expected_md5: Optional[str] = None,
-    verify: Union[bool, str] = True,
-    options: Optional[DownloadOptions] = None,
-    progress: Optional[Progress] = None,
-    deadline: Optional[Deadline] = None,
-    logger: Optional[logging.Logger] = None,
-) -> str:
+def fetch_image(path: PathLike, url: str, unpack: bool = True, how: Optional[FetchOptions] = None) -> str:
     """Download an image's rootfs to ``PATH/image.sqsh`` and, with ``unpack``, unsquash it to ``PATH/image-root``.
 
-    Sets ``job`` to ``fetching_image`` first (when given). Returns the archive's
-    path (without ``unpack``) or the unpacked root's. Raises ``ImsHelperError``.
+    Sets ``how.job`` to ``fetching_image`` first (when given). Returns the
+    archive's path (without ``unpack``) or the unpacked root's. Raises ``ImsHelperError``.
     """
-    log = logger or LOGGER
-    directory = os.fspath(path)
-    if job is not None:
-        job.set("fetching_image")
-    os.makedirs(directory, exist_ok=True)
-    archive = os.path.join(directory, IMAGE_ARCHIVE)
-    result = _download(url, archive, expected_md5, verify, options, progress, deadline)
-    log.info("downloaded %s (%d bytes, md5 %s)", archive, result.size, result.md5)
-    remove_signal_files(directory, log)
+    how = how or FetchOptions()
+    directory, archive = _download_into(path, IMAGE_ARCHIVE, "fetching_image", url, how)
+    remove_signal_files(directory, how.log)
     if not unpack:
         return archive
     root = os.path.join(directory, IMAGE_ROOT)
     unsquash(archive, root)
     os.unlink(archive)
-    log.info("unpacked the image into %s", root)
+    how.log.info("unpacked the image into %s", root)
     return root
 
 
+def _remove_members(directory: str, names: List[str]) -> None:
+    for name in names:
+        target = os.path.join(directory, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target, ignore_errors=True)
+        elif os.path.lexists(target):
+            os.unlink(target)
+
+
 def fetch_recipe(
-    path: PathLike,
-    url: str,
-    job: Optional[JobStatus] = None,
-    expected_md5: Optional[str] = None,
-    dictionary_path: Optional[PathLike] = None,
-    verify: Union[bool, str] = True,
-    options: Optional[DownloadOptions] = None,
-    progress: Optional[Progress] = None,
-    deadline: Optional[Deadline] = None,
-    logger: Optional[logging.Logger] = None,
+    path: PathLike, url: str, dictionary_path: Optional[PathLike] = None, how: Optional[FetchOptions] = None
 ) -> List[str]:
     """Download a recipe to ``PATH/recipe.tgz``, extract it safely into ``PATH``, template it, delete the tarball.
 
-    Sets ``job`` to ``fetching_recipe`` first (when given). Returns the templates
-    rendered. Raises ``ImsHelperError`` (``UnsafeArchive``, ``TemplateError``, ...);
-    a refused archive leaves nothing of itself in ``PATH``.
+    Sets ``how.job`` to ``fetching_recipe`` first (when given). Returns the
+    templates rendered (values from ``dictionary_path``, default
+    ``/etc/cray/template_dictionary``). Raises ``ImsHelperError``
+    (``UnsafeArchive``, ``TemplateError``, ...); a refused archive leaves nothing of itself in ``PATH``.
     """
-    log = logger or LOGGER
-    directory = os.fspath(path)
-    if job is not None:
-        job.set("fetching_recipe")
-    os.makedirs(directory, exist_ok=True)
-    archive = os.path.join(directory, RECIPE_ARCHIVE)
+    how = how or FetchOptions()
+    archive = os.path.join(os.fspath(path), RECIPE_ARCHIVE)
     try:
-        result = _download(url, archive, expected_md5, verify, options, progress, deadline)
-        log.info("downloaded %s (%d bytes, md5 %s)", archive, result.size, result.md5)
+        directory, archive = _download_into(path, RECIPE_ARCHIVE, "fetching_recipe", url, how)
         names = safe_extract(archive, directory)
     finally:
         if os.path.lexists(archive):
             os.unlink(archive)
     try:
-        return template_recipe(directory, dictionary_path or DEFAULT_DICTIONARY_PATH, log)
+        return template_recipe(directory, dictionary_path or DEFAULT_DICTIONARY_PATH, how.log)
     except BaseException:
         # Nothing half-made: an untemplated recipe must not be built by the next container.
-        for name in names:
-            target = os.path.join(directory, name)
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target, ignore_errors=True)
-            elif os.path.lexists(target):
-                os.unlink(target)
+        _remove_members(directory, names)
         raise
 
 
@@ -189,6 +183,11 @@ class FetchBase:
         """Bars on a terminal, log lines in a pod."""
         return make_progress(os.environ.get("IMS_PROGRESS", "auto"), sys.stderr, "download")
 
+    def options(self) -> FetchOptions:
+        """The pod's fetch: its job, ``DOWNLOAD_MD5SUM``, TLS from ``S3_SSL_VERIFY``/``CA_CERT``, progress."""
+        verify = download_verify(CA_CERT)
+        return FetchOptions(self.job(), self.download_md5sum, verify, progress=self.progress(), logger=LOGGER)
+
     def _run(self, step: object) -> int:
         configure_logging()
         return run_step(step, self.job if self.ims_job_id else None, LOGGER)  # type: ignore[arg-type]
@@ -201,18 +200,7 @@ class FetchImage(FetchBase):
 
     def run(self, unpack: bool = True) -> int:
         """Fetch the image; 0 on success, else ``SystemExit(1)`` after setting the job to ``error``."""
-        return self._run(
-            lambda: fetch_image(
-                self.path,
-                self.url,
-                unpack=unpack,
-                job=self.job(),
-                expected_md5=self.download_md5sum,
-                verify=download_verify(CA_CERT),
-                progress=self.progress(),
-                logger=LOGGER,
-            )
-        )
+        return self._run(lambda: fetch_image(self.path, self.url, unpack, self.options()))
 
 
 class FetchRecipe(FetchBase):
@@ -222,18 +210,8 @@ class FetchRecipe(FetchBase):
 
     def run(self) -> int:
         """Fetch the recipe; 0 on success, else ``SystemExit(1)`` after setting the job to ``error``."""
-        return self._run(
-            lambda: fetch_recipe(
-                self.path,
-                self.url,
-                job=self.job(),
-                expected_md5=self.download_md5sum,
-                dictionary_path=os.environ.get("TEMPLATE_DICTIONARY_PATH") or DEFAULT_DICTIONARY_PATH,
-                verify=download_verify(CA_CERT),
-                progress=self.progress(),
-                logger=LOGGER,
-            )
-        )
+        dictionary = os.environ.get("TEMPLATE_DICTIONARY_PATH") or DEFAULT_DICTIONARY_PATH
+        return self._run(lambda: fetch_recipe(self.path, self.url, dictionary, self.options()))
 
 
 def is_true(word: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from .errors import ConfigError, ImsHelperError
 from .ims import ImsClient
@@ -80,6 +80,13 @@ class JobStatus:
         """The job named by ``IMS_JOB_ID`` at ``IMS_URL``."""
         return cls(os.environ.get("IMS_JOB_ID", ""), ims_url or ims_url_from_env(), ca_cert)
 
+    @classmethod
+    def for_client(cls, job_id: str, client: ImsClient, logger: Optional[logging.Logger] = None) -> JobStatus:
+        """The job ``job_id`` reached through an IMS client the caller made (the CLI's settings, not the pod's env)."""
+        job = cls(job_id, client.base_url, None, logger)
+        job._client = client
+        return job
+
     @property
     def client(self) -> ImsClient:
         """The IMS client (made on first use)."""
@@ -87,10 +94,11 @@ class JobStatus:
             self._client = ImsClient(self.ims_url, ims_session(self.ca_cert))
         return self._client
 
-    def set(self, status: str) -> None:
-        """Patch the job's status; raises ``ImsHelperError`` when IMS refuses or cannot be reached."""
-        self.client.patch_job(self.job_id, {"status": status})
+    def set(self, status: str) -> Dict[str, Any]:
+        """Patch the job's status and return the record; raises ``ImsHelperError`` when IMS refuses or is not there."""
+        record = self.client.patch_job(self.job_id, {"status": status})
         self.logger.info("job %s status: %s", self.job_id, status)
+        return record
 
     def set_error_quietly(self) -> None:
         """Best effort on a failure path: set ``error``, log (never raise) when that fails too."""

@@ -75,6 +75,14 @@ def choice(choices: Sequence[str], upper: bool = False) -> Callable[[str], str]:
     return parse
 
 
+def md5_hex(text: str) -> str:
+    """An md5 as 32 hexadecimal digits (any case; kept lower-case)."""
+    value = text.strip().lower()
+    if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"expected an md5 of 32 hexadecimal digits, got {text[:80]!r}")
+    return value
+
+
 def text(value: str) -> str:
     """Any text, without surrounding blanks."""
     return value.strip()

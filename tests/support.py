@@ -8,9 +8,12 @@ from one ordinary module rather than from a conftest.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
+import subprocess
+import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,3 +278,43 @@ def assert_problem(response: requests.Response, status: int, detail_fragment: st
     assert isinstance(problem["title"], str) and problem["title"]
     assert detail_fragment in problem["detail"]
     return problem
+
+
+# -- job-pod toolkit inputs ------------------------------------------------------------------
+
+
+def make_recipe_tgz(path: Path, files: Dict[str, str], extra: Optional[List[tarfile.TarInfo]] = None) -> Path:
+    """A gzipped recipe tarball holding ``files`` (name -> text) and any extra raw members."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            tar.addfile(info)
+    return path
+
+
+def kiwi_config(*repo_paths: str) -> str:
+    """A small kiwi config.xml naming ``repo_paths`` as repositories."""
+    repos = "\n".join(f'  <repository type="rpm-md"><source path="{p}"/></repository>' for p in repo_paths)
+    return f'<?xml version="1.0"?>\n<image schemaversion="7.4" name="{{{{ image_name }}}}">\n{repos}\n</image>\n'
+
+
+def make_squashfs(tmp_path: Path, motd: str = "built by the test\n") -> Path:
+    """A small squashfs image holding ``etc/motd``."""
+    root = tmp_path / "rootfs-src"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "motd").write_text(motd)
+    image = tmp_path / "rootfs.sqsh"
+    subprocess.run(["mksquashfs", str(root), str(image), "-noappend", "-quiet"], check=True, capture_output=True)
+    return image
+
+
+def volume_with_stale_signal_files(directory: Path) -> Path:
+    """A job pod's volume left with the signal files of an earlier attempt (a fetch must remove them)."""
+    directory.mkdir(parents=True)
+    for name in ("ready", "complete", "exiting"):
+        (directory / name).write_text("")
+    return directory

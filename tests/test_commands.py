@@ -1,4 +1,4 @@
-"""Every command, ``local up`` and ``local demo`` included, writes only to the streams ``main`` is given."""
+"""Every command, the ``local`` ones (up, demo, job) included, writes only to the streams ``main`` is given."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ims_python_helper.cli import Environment, main
 from ims_python_helper.errors import ExitStatus
 
 
-@pytest.mark.parametrize("command", ["up", "demo"])
+@pytest.mark.parametrize("command", ["up", "demo", "job"])
 def test_local_commands_report_on_the_environment_streams(tmp_path: Path, command: str):
     blocker = tmp_path / "a-file"
     blocker.write_text("", encoding="utf-8")

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 if TYPE_CHECKING:
     from ims_python_helper.cli import Environment
@@ -33,32 +33,48 @@ DEMO_INITRD_BYTES = 4 * 1024 * 1024
 DEMO_IMAGE_NAME = "local-demo-image"
 
 
+#: Help line and description of each ``local`` command.
+LOCAL_COMMAND_TEXTS = {
+    "up": (
+        "start the stack, print its settings as shell exports, run until interrupted",
+        "Start the stack and print 'export NAME=value' lines, then 'ready'. Runs until SIGINT or SIGTERM.",
+    ),
+    "demo": (
+        "start a throw-away stack and publish a sample image into it with the client",
+        "Start a stack, publish a generated sample image with 'image upload_artifacts', "
+        "read the image record back, and stop.",
+    ),
+    "job": (
+        "run an image-build job and a customization job the way the job pods do, print a JSON summary",
+        "Start a throw-away stack (or, with --attach, use the one the environment names), then run "
+        "an image-build job (recipe upload, recipe fetch, recipe wait_for_repos, mksquashfs, image "
+        "upload_artifacts, success) and a customization job on its image (image fetch, change a file, "
+        "mksquashfs, image upload_artifacts, success), each step with the client's command line. Prints the "
+        "jobs, the statuses their records showed in order, and the images made.",
+    ),
+}
+
+
 def register(subparsers: Any) -> None:
-    """Add the ``local`` command (with ``up`` and ``demo``) to the CLI's sub-parsers."""
+    """Add the ``local`` command (with ``up``, ``demo`` and ``job``) to the CLI's sub-parsers."""
     local = subparsers.add_parser(
         "local",
         help="run a local IMS, token endpoint and S3 server for testing",
         description="Run a local IMS, OAuth2 token endpoint and S3 server on 127.0.0.1.",
     )
-    commands = local.add_subparsers(dest="local_command", metavar="{up,demo}")
+    commands = local.add_subparsers(dest="local_command", metavar="{up,demo,job}")
     commands.required = True
 
-    up = commands.add_parser(
-        "up",
-        help="start the stack, print its settings as shell exports, run until interrupted",
-        description="Start the stack and print 'export NAME=value' lines, then 'ready'. Runs until SIGINT or SIGTERM.",
+    for name, (help_text, description) in LOCAL_COMMAND_TEXTS.items():
+        command = commands.add_parser(name, help=help_text, description=description)
+        _add_stack_options(command)
+        command.set_defaults(handler={"up": run_up, "demo": run_demo, "job": run_job}[name])
+    job = commands.choices["job"]
+    job.add_argument(
+        "--attach",
+        action="store_true",
+        help="run against the stack the environment names (the exports of `local up`) instead of starting one",
     )
-    _add_stack_options(up)
-    up.set_defaults(handler=run_up)
-
-    demo = commands.add_parser(
-        "demo",
-        help="start a throw-away stack and publish a sample image into it with the client",
-        description="Start a stack, publish a generated sample image with 'image upload_artifacts', "
-        "read the image record back, and stop.",
-    )
-    _add_stack_options(demo)
-    demo.set_defaults(handler=run_demo)
 
 
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +126,17 @@ def _make_stack(args: argparse.Namespace) -> LocalStack:
     )
 
 
+def _started_stack(args: argparse.Namespace, env: Environment, command: str) -> Optional[LocalStack]:
+    """A started stack, or None after saying on stderr why it could not start."""
+    stack = _make_stack(args)
+    try:
+        stack.start()
+    except Exception as error:
+        _say(env.stderr, f"local {command}: cannot start the stack: {error}")
+        return None
+    return stack
+
+
 def _say(stream: Any, line: str) -> None:
     stream.write(line + "\n")
     stream.flush()
@@ -124,11 +151,8 @@ def run_up(args: argparse.Namespace, env: Environment) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        stack = _make_stack(args)
-        try:
-            stack.start()
-        except Exception as error:
-            _say(env.stderr, f"local up: cannot start the stack: {error}")
+        stack = _started_stack(args, env, "up")
+        if stack is None:
             return 1
         try:
             for name, value in stack.env().items():
@@ -155,11 +179,8 @@ def run_demo(args: argparse.Namespace, env: Environment) -> int:
     """Publish a generated image into a throw-away stack with the real client CLI; return its exit status."""
     import requests
 
-    stack = _make_stack(args)
-    try:
-        stack.start()
-    except Exception as error:
-        _say(env.stderr, f"local demo: cannot start the stack: {error}")
+    stack = _started_stack(args, env, "demo")
+    if stack is None:
         return 1
     work_dir = Path(tempfile.mkdtemp(prefix="ims-local-demo-"))
     try:
@@ -189,7 +210,7 @@ def run_demo(args: argparse.Namespace, env: Environment) -> int:
         if image_id is None:
             _say(env.stderr, f"local demo: the client exited with status {completed.returncode}")
             return completed.returncode or 1
-        token = _fetch_token(requests, stack.env())
+        token = fetch_token(stack.env())
         response = requests.get(
             f"{stack.env()['IMS_URL']}/images/{image_id}",
             headers={"Authorization": f"Bearer {token}"},
@@ -254,8 +275,10 @@ def _image_id_from_result(stdout: str) -> Optional[str]:
     return image_id if isinstance(image_id, str) else None
 
 
-def _fetch_token(requests: Any, env: Dict[str, str]) -> str:
-    # The real client-credentials exchange, as any IMS client would do it.
+def fetch_token(env: Mapping[str, str]) -> str:
+    """A bearer token from the stack's token endpoint: the real client-credentials exchange, as IMS clients do it."""
+    import requests
+
     response = requests.post(
         env["OAUTH_CLIENT_ENDPOINT"],
         data={"grant_type": "client_credentials"},
@@ -267,4 +290,37 @@ def _fetch_token(requests: Any, env: Dict[str, str]) -> str:
     return str(response.json()["access_token"])
 
 
-__all__: List[str] = ["register", "run_up", "run_demo"]
+def run_job(args: argparse.Namespace, env: Environment) -> int:
+    """Run the two jobs on a throw-away stack (or the attached one); print the summary; 0 when both succeeded."""
+    from ims_python_helper.local.job import REPO_PATH, JobFailed, LocalJob, check_attachable
+    from ims_python_helper.local.repo_server import RepoServer
+
+    if args.attach:
+        problem = check_attachable(env.environ)
+        if problem:
+            _say(env.stderr, f"local job --attach: {problem}")
+            return 2
+        stack, environ = None, dict(env.environ)
+    else:
+        stack = _started_stack(args, env, "job")
+        if stack is None:
+            return 1
+        environ = dict(env.environ, **stack.env())
+    work_dir = Path(tempfile.mkdtemp(prefix="ims-local-job-"))
+    job = LocalJob(environ, work_dir, env.stderr)
+    try:
+        with RepoServer() as repos:
+            summary = job.run(repos.add(REPO_PATH, available_after=1))
+    except JobFailed as failure:
+        summary = dict(job.summary("failure"), error=str(failure))
+        _say(env.stderr, f"local job: {failure}")
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        if stack is not None:
+            stack.stop()
+    env.stdout.write(json.dumps(summary, indent=4) + "\n")
+    env.stdout.flush()
+    return 0 if summary["result"] == "success" else 1
+
+
+__all__: List[str] = ["register", "run_up", "run_demo", "run_job", "fetch_token"]

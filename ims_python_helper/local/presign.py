@@ -13,14 +13,19 @@ DEFAULT_BUCKET = "boot-images"
 
 def s3_client(backend: S3Backend, endpoint: str = "", verify: Union[bool, str] = True) -> Any:
     """A boto3 client on the backend (``endpoint`` overrides its URL, e.g. a TLS relay)."""
+    return s3_client_for_endpoint(endpoint or backend.endpoint, backend.access_key, backend.secret_key, verify)
+
+
+def s3_client_for_endpoint(endpoint: str, access_key: str, secret_key: str, verify: Union[bool, str] = True) -> Any:
+    """A boto3 client on an S3 endpoint (path-style, SigV4), as ``local up`` exports it."""
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "s3",
-        endpoint_url=endpoint or backend.endpoint,
-        aws_access_key_id=backend.access_key,
-        aws_secret_access_key=backend.secret_key,
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         region_name="us-east-1",
         verify=verify,
         config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),

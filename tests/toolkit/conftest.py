@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, Optional
 
 import pytest
 import requests
@@ -93,22 +91,3 @@ def repos() -> Iterator[RepoServer]:
     """A package-repository server on loopback."""
     with RepoServer() as server:
         yield server
-
-
-def make_recipe_tgz(path: Path, files: Dict[str, str], extra: Optional[List[tarfile.TarInfo]] = None) -> Path:
-    """A gzipped recipe tarball holding ``files`` (name -> text) and any extra raw members."""
-    with tarfile.open(path, "w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-        for info in extra or []:
-            tar.addfile(info)
-    return path
-
-
-def kiwi_config(*repo_paths: str) -> str:
-    """A small kiwi config.xml naming ``repo_paths`` as repositories."""
-    repos = "\n".join(f'  <repository type="rpm-md"><source path="{p}"/></repository>' for p in repo_paths)
-    return f'<?xml version="1.0"?>\n<image schemaversion="7.4" name="{{{{ image_name }}}}">\n{repos}\n</image>\n'

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import subprocess
 import tarfile
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ims_python_helper.wait_for_kiwi_repos import IMS_JOB_STATUS, wait_for_kiwi_repos
-from tests.toolkit.conftest import kiwi_config, make_recipe_tgz
+from tests.support import kiwi_config, make_recipe_tgz, make_squashfs, volume_with_stale_signal_files
 
 FETCH = "ims_python_helper.fetch"
 WAIT = "ims_python_helper.wait_for_kiwi_repos"
-
-
-def _squashfs(tmp_path: Path) -> Path:
-    root = tmp_path / "rootfs-src"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc" / "motd").write_text("built by the test\n")
-    image = tmp_path / "rootfs.sqsh"
-    subprocess.run(["mksquashfs", str(root), str(image), "-noappend", "-quiet"], check=True, capture_output=True)
-    return image
 
 
 def test_image_build_job_fetches_recipe_then_waits_for_repos(pod, presign, repos, ims_api, tmp_path):
@@ -53,11 +42,8 @@ def test_image_build_job_fetches_recipe_then_waits_for_repos(pod, presign, repos
 
 
 def test_customize_job_fetches_and_unpacks_image(pod, presign, ims_api, tmp_path):
-    image = _squashfs(tmp_path)
-    work = tmp_path / "mnt-image"
-    work.mkdir()
-    for name in ("ready", "complete", "exiting"):
-        (work / name).write_text("")
+    image = make_squashfs(tmp_path)
+    work = volume_with_stale_signal_files(tmp_path / "mnt-image")
     md5 = hashlib.md5(image.read_bytes()).hexdigest()
 
     result = pod.run(FETCH, "--image", "t", str(work), presign(image), env={"DOWNLOAD_MD5SUM": md5})
@@ -70,7 +56,7 @@ def test_customize_job_fetches_and_unpacks_image(pod, presign, ims_api, tmp_path
 
 
 def test_image_fetch_without_unpack_keeps_the_archive(pod, presign, tmp_path):
-    image = _squashfs(tmp_path)
+    image = make_squashfs(tmp_path)
     work = tmp_path / "mnt-image"
     work.mkdir()
     result = pod.run(FETCH, "--image", "False", str(work), presign(image))
@@ -79,7 +65,7 @@ def test_image_fetch_without_unpack_keeps_the_archive(pod, presign, tmp_path):
 
 
 def test_wrong_download_md5_fails_the_job_and_removes_the_file(pod, presign, ims_api, tmp_path):
-    image = _squashfs(tmp_path)
+    image = make_squashfs(tmp_path)
     work = tmp_path / "mnt-image"
     work.mkdir()
     url = presign(image)
