@@ -93,6 +93,8 @@ class DownloadOptions:
     backoff: float = 0.5
     #: Parts started ahead of the hasher (0: ``concurrency``); each may wait in memory for the ones before it.
     window: int = 0
+    #: Write ranges with O_DIRECT where the file system allows: no copy into the page cache (see FileWriter).
+    direct_io: bool = True
 
     def __post_init__(self) -> None:
         if self.part_size < 64 * 1024:
@@ -169,7 +171,7 @@ class Downloader:
         succeeded = False
         try:
             try:
-                size, md5, ranged = self._download_to(fd)
+                size, md5, ranged = self._download_to(fd, temp)
             finally:
                 os.close(fd)
             if expected and md5 != expected:
@@ -192,7 +194,7 @@ class Downloader:
 
     # -- the first answer decides the way -------------------------------------------
 
-    def _download_to(self, fd: int) -> Tuple[int, str, bool]:
+    def _download_to(self, fd: int, temp: str) -> Tuple[int, str, bool]:
         response = self._first_answer()
         if response.status_code == 200:
             LOGGER.info("%s: the server does not serve byte ranges; downloading in one stream", self.name)
@@ -207,7 +209,7 @@ class Downloader:
             response.close()
             raise
         self._etag = response.headers.get("ETag")
-        return RangedDownload(self, fd, total).run(response)
+        return RangedDownload(self, fd, temp, total).run(response)
 
     def _first_answer(self) -> requests.Response:
         """The answer to the first range request: 200, 206 or 416, after retries of anything retryable."""
