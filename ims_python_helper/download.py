@@ -4,9 +4,11 @@ The first request is a GET of the first part with a ``Range`` header (a
 presigned S3 URL is signed for GET only, so a HEAD would be refused). A 206
 answer tells the object's size and that ranges work: the file is made at its
 full size and the parts are fetched by up to ``concurrency`` threads, each
-reading its answer straight into a buffer of its own and writing the bytes at
-their offset (``os.pwrite``) as they arrive. A 200 answer means no range
-support: that one stream is written front to back.
+reading its answer straight from the socket into a page-aligned buffer of its
+own (one copy; no per-read ``bytes`` objects) and writing the bytes at their
+offset (``os.pwrite``) as they arrive, with ``O_DIRECT`` where the file system
+allows it (no second copy into the page cache; see ``FileWriter``). A 200
+answer means no range support: that one stream is written front to back.
 
 The md5 is taken from the bytes received, never by reading the file again
 (``InOrderHasher``): after each read, the thread that received it hashes
