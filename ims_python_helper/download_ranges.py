@@ -294,14 +294,19 @@ class RangedDownload:
         try:
             with ThreadPoolExecutor(threads, thread_name_prefix="download") as pool:
                 futures = [pool.submit(self._work) for _ in range(threads)]
+                try:
+                    errors = [err for err in (f.exception() for f in futures) if err is not None]
+                except BaseException:
+                    # An interrupt (Ctrl-C) stops the range threads too; the pool's exit waits for them.
+                    self._stop()
+                    raise
         finally:
             self.writer.close()
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        if self._first is not None:
-            self._first.close()
-        real = [err for err in errors if not isinstance(err, Cancelled)]
-        if real or errors:
-            raise (real or errors)[0]
+            if self._first is not None:
+                self._first.close()
+        if errors:
+            # The first failure that is not just another thread stopping because of it.
+            raise next((err for err in errors if not isinstance(err, Cancelled)), errors[0])
         owner.progress.finish(owner.name)
         return self.total, self.hasher.hexdigest(), True
 
@@ -313,10 +318,14 @@ class RangedDownload:
                     return
                 self._fetch(span)
         except BaseException:
-            self.owner.cancel()
-            with self.hasher.moved:
-                self.hasher.moved.notify_all()
+            self._stop()
             raise
+
+    def _stop(self) -> None:
+        """Tell every range thread to stop, waking those waiting for the window."""
+        self.owner.cancel()
+        with self.hasher.moved:
+            self.hasher.moved.notify_all()
 
     def _claim(self) -> Optional[Span]:
         """The next span to fetch, once it is within the window ahead of the hasher; None when all are taken."""
