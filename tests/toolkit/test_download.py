@@ -28,6 +28,7 @@ def test_parallel_ranges_give_the_file_and_its_md5(tmp_path, blob):
     assert result.ranged and result.size == len(blob)
     assert server.bytes_sent == len(blob)  # every byte fetched once
     assert len(server.served) == 11
+    assert len(server.clients) <= 4 + 1  # connections are reused from part to part (the first request's too)
 
 
 def test_a_range_cut_midway_resumes_only_its_missing_bytes(tmp_path, blob):
