@@ -66,8 +66,9 @@ from .transport import check_url, tls_failure_message
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
-DEFAULT_PART_SIZE = 8 * MIB
-DEFAULT_CONCURRENCY = 8
+DEFAULT_PART_SIZE = 16 * MIB
+#: Four streams of 16 MiB parts: on a loaded two-core machine they spent less CPU and wall than 8 x 8 MiB.
+DEFAULT_CONCURRENCY = 4
 #: How often one range (or the single stream) is tried before the download fails.
 DEFAULT_ATTEMPTS = 5
 
