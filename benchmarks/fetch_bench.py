@@ -140,12 +140,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     print(
                         f"round {round_no + 1} {method:5s} exit {sample.exit_code} wall {sample.wall_s:6.2f} s "
                         f"cpu {sample.cpu_s:6.2f} s rchar/B {sample.rchar / size:.3f} "
-                        f"read_bytes/B {sample.read_bytes / size:.3f} peak RSS {sample.max_rss_mb:6.1f} MB",
+                        f"read_bytes/B {sample.read_bytes / size:.3f} peak RSS {sample.max_rss_mb:6.1f} MB "
+                        f"load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
                     time.sleep(1)  # let the server settle between runs
             engine = stack.s3.name
-    print(f"\n{args.mib} MiB object on {engine}, medians of {args.rounds} rounds:")
+    print(f"\n{args.mib} MiB object on {engine}, medians of {args.rounds} rounds (load average now {os.getloadavg()}):")
     print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- |")
     for method in METHODS:

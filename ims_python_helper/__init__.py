@@ -12,6 +12,8 @@ result = helper.image_upload_artifacts("my-image", job_id, rootfs=["rootfs.sqsh"
 
 __version__ = "1.0.0"
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AuthError,
     CleanupError,
@@ -23,7 +25,6 @@ from .errors import (
     StorageError,
     TransportError,
 )
-from .helper import ImsHelper
 from .vocabulary import (
     BOOT_PARAMS_ARTIFACT_TYPE,
     DEBUG_KERNEL_ARTIFACT_TYPE,
@@ -32,6 +33,20 @@ from .vocabulary import (
     KERNEL_ARTIFACT_TYPE,
     SQUASHFS_ARTIFACT_TYPE,
 )
+
+if TYPE_CHECKING:
+    from .helper import ImsHelper
+
+
+def __getattr__(name: str) -> Any:
+    # ImsHelper brings boto3 (about half a CPU second of imports): the job-pod toolkit
+    # (fetch, download, wait_for_kiwi_repos) imports this package without needing it.
+    if name == "ImsHelper":
+        from .helper import ImsHelper
+
+        return ImsHelper
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

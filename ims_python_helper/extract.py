@@ -48,109 +48,127 @@ def _member_parts(name: str, archive: str) -> Tuple[str, ...]:
     return parts
 
 
+#: Members already checked, by name components (hardlinks may point only at earlier files).
+_Seen = Dict[Tuple[str, ...], tarfile.TarInfo]
+
+
 def _inside(root: str, path: str) -> bool:
     """True when the real ``path`` is ``root`` or below it (by components, not string prefix)."""
     return os.path.commonpath([root, path]) == root
 
 
+def _refuse(archive: str, member: tarfile.TarInfo, why: str) -> UnsafeArchive:
+    return UnsafeArchive(f"{archive}: refused member {member.name!r}: {why}")
+
+
+#: What a member may be; anything else (devices, fifos, sockets) is refused.
+_ALLOWED_KINDS = (tarfile.TarInfo.isreg, tarfile.TarInfo.isdir, tarfile.TarInfo.issym, tarfile.TarInfo.islnk)
+
+
+def _check_kind(member: tarfile.TarInfo, parts: Tuple[str, ...], archive: str, seen: _Seen) -> None:
+    if member.isdev() or member.isfifo() or not any(kind(member) for kind in _ALLOWED_KINDS):
+        kind = "fifo" if member.isfifo() else "device file" if member.isdev() else "special file"
+        raise _refuse(archive, member, f"{kind}; only files, directories and links")
+
+
+def _check_symlink(member: tarfile.TarInfo, parts: Tuple[str, ...], archive: str, seen: _Seen) -> None:
+    if not member.issym():
+        return
+    target = member.linkname
+    if not target or target.startswith("/"):
+        raise _refuse(archive, member, f"symlink to absolute path {target!r} points outside the destination")
+    # Lexically first (a link one level down may climb one level, no more); the real check follows on disk.
+    depth = len(parts) - 1
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+        elif part not in ("", "."):
+            depth += 1
+        if depth < 0:
+            raise _refuse(archive, member, f"symlink to {target!r} points outside the destination")
+
+
+def _check_hardlink(member: tarfile.TarInfo, parts: Tuple[str, ...], archive: str, seen: _Seen) -> None:
+    if not member.islnk():
+        return
+    earlier = seen.get(_member_parts(member.linkname, archive))
+    if earlier is None or not earlier.isreg():
+        raise _refuse(archive, member, f"hardlink to {member.linkname!r}, which is not a file earlier in the archive")
+
+
+def _check_with_data_filter(member: tarfile.TarInfo, parts: Tuple[str, ...], archive: str, seen: _Seen) -> None:
+    """Python's own tar filter (3.12 and later), as a second opinion."""
+    data_filter = getattr(tarfile, "data_filter", None)
+    if data_filter is None:
+        return
+    try:
+        data_filter(member, "/nonexistent-destination")
+    except tarfile.FilterError as err:
+        raise _refuse(archive, member, str(err)) from None
+
+
+#: The checks every member passes before anything is written, in order; each raises ``UnsafeArchive``.
+MEMBER_CHECKS = (_check_kind, _check_symlink, _check_hardlink, _check_with_data_filter)
+
+
 def check_members(tar: tarfile.TarFile, archive: str) -> List[Tuple[tarfile.TarInfo, Tuple[str, ...]]]:
     """Check every member before anything is written; returns the members with their name components."""
     checked = []
-    seen: Dict[Tuple[str, ...], tarfile.TarInfo] = {}
+    seen: _Seen = {}
     for member in tar.getmembers():
         parts = _member_parts(member.name, archive)
-        if (
-            member.isdev()
-            or member.isfifo()
-            or not (member.isreg() or member.isdir() or member.issym() or member.islnk())
-        ):
-            kind = "fifo" if member.isfifo() else "device file" if member.isdev() else "special file"
-            raise UnsafeArchive(f"{archive}: refused member {member.name!r}: {kind}; only files, directories and links")
-        if member.issym():
-            target = member.linkname
-            if not target or target.startswith("/"):
-                raise UnsafeArchive(
-                    f"{archive}: refused member {member.name!r}: symlink to absolute path {target!r} "
-                    "points outside the destination"
-                )
-            # Lexically first (a link one level down may climb one level, no more); the real check follows on disk.
-            depth = len(parts) - 1
-            for part in target.split("/"):
-                if part == "..":
-                    depth -= 1
-                elif part not in ("", "."):
-                    depth += 1
-                if depth < 0:
-                    raise UnsafeArchive(
-                        f"{archive}: refused member {member.name!r}: symlink to {target!r} "
-                        "points outside the destination"
-                    )
-        if member.islnk():
-            target_parts = _member_parts(member.linkname, archive)
-            earlier = seen.get(target_parts)
-            if earlier is None or not earlier.isreg():
-                raise UnsafeArchive(
-                    f"{archive}: refused member {member.name!r}: hardlink to {member.linkname!r}, "
-                    "which is not a file earlier in the archive"
-                )
-        data_filter = getattr(tarfile, "data_filter", None)
-        if data_filter is not None:
-            try:
-                data_filter(member, "/nonexistent-destination")
-            except tarfile.FilterError as err:
-                raise UnsafeArchive(f"{archive}: refused member {member.name!r}: {err}") from None
+        for check in MEMBER_CHECKS:
+            check(member, parts, archive, seen)
         seen[parts] = member
         checked.append((member, parts))
     return checked
 
 
-def _write_member(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, parts: Tuple[str, ...], root: str, archive: str
-) -> None:
-    if not parts:
-        return  # "." itself
+def _real_parent(member: tarfile.TarInfo, parts: Tuple[str, ...], root: str, archive: str) -> str:
+    """The member's directory, made if missing, resolved, and checked to be inside ``root``."""
     parent = os.path.join(root, *parts[:-1])
     os.makedirs(parent, exist_ok=True)
     real_parent = os.path.realpath(parent)
     if not _inside(root, real_parent):
-        raise UnsafeArchive(
-            f"{archive}: refused member {member.name!r}: its directory resolves outside the destination"
-        )
-    path = os.path.join(real_parent, parts[-1])
-    if member.isdir():
-        if os.path.lexists(path) and not os.path.isdir(path):
-            os.unlink(path)
-        os.makedirs(path, exist_ok=True)
-        if os.path.islink(path):
-            raise UnsafeArchive(f"{archive}: refused member {member.name!r}: a symlink stands where it is a directory")
+        raise _refuse(archive, member, "its directory resolves outside the destination")
+    return real_parent
+
+
+def _place_directory(member: tarfile.TarInfo, path: str, archive: str) -> None:
+    if os.path.lexists(path) and not os.path.isdir(path):
+        os.unlink(path)
+    os.makedirs(path, exist_ok=True)
+    if os.path.islink(path):
+        raise _refuse(archive, member, "a symlink stands where it is a directory")
+
+
+def _clear(member: tarfile.TarInfo, path: str, archive: str) -> None:
+    """Remove an earlier member of the same name (a later one replaces it, as tar does); never a directory."""
+    if not os.path.lexists(path):
         return
-    if os.path.lexists(path):
-        if os.path.isdir(path) and not os.path.islink(path):
-            raise UnsafeArchive(
-                f"{archive}: refused member {member.name!r}: a directory of that name is in the archive"
-            )
-        os.unlink(path)  # a later member of the same name replaces the earlier one, as tar does
-    if member.issym():
-        resolved = os.path.realpath(os.path.join(real_parent, member.linkname))
-        if not _inside(root, resolved):
-            raise UnsafeArchive(
-                f"{archive}: refused member {member.name!r}: symlink to {member.linkname!r} "
-                "resolves outside the destination"
-            )
-        os.symlink(member.linkname, path)
-        return
-    if member.islnk():
-        source = os.path.realpath(os.path.join(root, *_member_parts(member.linkname, archive)))
-        if not _inside(root, source) or not os.path.isfile(source):
-            raise UnsafeArchive(
-                f"{archive}: refused member {member.name!r}: hardlink to {member.linkname!r} "
-                "resolves outside the destination"
-            )
-        os.link(source, path)
-        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise _refuse(archive, member, "a directory of that name is in the archive")
+    os.unlink(path)
+
+
+def _place_symlink(member: tarfile.TarInfo, path: str, root: str, archive: str) -> None:
+    resolved = os.path.realpath(os.path.join(os.path.dirname(path), member.linkname))
+    if not _inside(root, resolved):
+        raise _refuse(archive, member, f"symlink to {member.linkname!r} resolves outside the destination")
+    os.symlink(member.linkname, path)
+
+
+def _place_hardlink(member: tarfile.TarInfo, path: str, root: str, archive: str) -> None:
+    source = os.path.realpath(os.path.join(root, *_member_parts(member.linkname, archive)))
+    if not _inside(root, source) or not os.path.isfile(source):
+        raise _refuse(archive, member, f"hardlink to {member.linkname!r} resolves outside the destination")
+    os.link(source, path)
+
+
+def _place_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, archive: str) -> None:
     source_handle = tar.extractfile(member)
     if source_handle is None:
-        raise UnsafeArchive(f"{archive}: refused member {member.name!r}: no data for a regular file")
+        raise _refuse(archive, member, "no data for a regular file")
     # O_NOFOLLOW|O_EXCL: the path was just cleared, so nothing may have put a link there since.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags, 0o600)
@@ -158,6 +176,24 @@ def _write_member(
         shutil.copyfileobj(source_handle, target, COPY_CHUNK)
     os.chmod(path, member.mode & 0o777)
     os.utime(path, (member.mtime, member.mtime))
+
+
+def _write_member(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, parts: Tuple[str, ...], root: str, archive: str
+) -> None:
+    if not parts:
+        return  # "." itself
+    path = os.path.join(_real_parent(member, parts, root, archive), parts[-1])
+    if member.isdir():
+        _place_directory(member, path, archive)
+        return
+    _clear(member, path, archive)
+    if member.issym():
+        _place_symlink(member, path, root, archive)
+    elif member.islnk():
+        _place_hardlink(member, path, root, archive)
+    else:
+        _place_file(tar, member, path, archive)
 
 
 def safe_extract(archive: Union[str, os.PathLike], destination: Union[str, os.PathLike]) -> List[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Set, Tuple
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
@@ -41,7 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         body = blob[start : end + 1] if cut is None else blob[start : start + cut]
         self.wfile.write(body)
-        server.record(start, end, len(body))
+        server.record(start, end, len(body), self.client_address)
         if cut is not None:
             self.wfile.flush()
             self.close_connection = True
@@ -58,6 +58,8 @@ class RangeServer:
         self._cuts: List[Tuple[int, int]] = []
         #: (start, end, bytes sent) per answer.
         self.served: List[Tuple[int, int, int]] = []
+        #: The client addresses answered: one per connection.
+        self.clients: Set[Any] = set()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.app = self  # type: ignore[attr-defined]
@@ -89,9 +91,10 @@ class RangeServer:
                     return cut[1]
         return None
 
-    def record(self, start: int, end: int, sent: int) -> None:
+    def record(self, start: int, end: int, sent: int, client: Any = None) -> None:
         with self._lock:
             self.served.append((start, end, sent))
+            self.clients.add(client)
 
     @property
     def bytes_sent(self) -> int:

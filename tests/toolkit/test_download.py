@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -27,6 +28,7 @@ def test_parallel_ranges_give_the_file_and_its_md5(tmp_path, blob):
     assert result.ranged and result.size == len(blob)
     assert server.bytes_sent == len(blob)  # every byte fetched once
     assert len(server.served) == 11
+    assert len(server.clients) <= 4 + 1  # connections are reused from part to part (the first request's too)
 
 
 def test_a_range_cut_midway_resumes_only_its_missing_bytes(tmp_path, blob):
@@ -79,3 +81,55 @@ def test_refused_url_is_one_line_error_without_the_signature(tmp_path):
     assert "HTTP 404" in message and "\n" not in message
     assert "0123456789abcdef" not in message
     assert os.listdir(tmp_path) == []
+
+
+def test_the_hasher_takes_the_bytes_in_file_order_whatever_order_they_arrive_in(blob):
+    from ims_python_helper.download_ranges import InOrderHasher, new_buffer, plan_spans
+
+    spans = plan_spans(len(blob), PART)
+    free: list = []
+    hasher = InOrderHasher(spans, free)
+    # The last span arrives first, the first last; each span in two reads, as a range thread would offer them.
+    for span in reversed(spans):
+        span.buffer = new_buffer(PART)
+        span.buffer[: span.size] = blob[span.start : span.end + 1]
+        for written in (span.size // 2, span.size):
+            span.written = written
+            hasher.offer()
+        assert hasher.index == (len(spans) if span.start == 0 else 0)  # nothing hashed before the first span
+    assert hasher.hexdigest() == hashlib.md5(blob).hexdigest()
+    assert len(free) == len(spans) and all(span.buffer is None for span in spans)  # every buffer given back
+
+
+def test_parts_off_the_direct_io_boundary_are_written_through_the_page_cache(tmp_path, blob):
+    part = 64 * 1024 + 100  # no range but the first starts on a 4 KiB boundary
+    with RangeServer(blob) as server:
+        result = download_file(server.url, tmp_path / "rootfs", options=DownloadOptions(part_size=part, concurrency=3))
+    assert (tmp_path / "rootfs").read_bytes() == blob
+    assert result.md5 == hashlib.md5(blob).hexdigest()
+
+
+def test_a_file_system_refusing_direct_writes_gets_the_bytes_through_the_page_cache(tmp_path, blob, monkeypatch):
+    from ims_python_helper import download_ranges
+
+    writers, refusals = [], []
+    real_init, real_pwrite = download_ranges.FileWriter.__init__, download_ranges.pwrite_all
+
+    def init(self, fd, path, direct):
+        real_init(self, fd, path, direct)
+        writers.append((self, self.direct_fd))
+
+    def pwrite(fd, view, offset):
+        if any(fd == direct_fd for _, direct_fd in writers):  # the O_DIRECT descriptor: refused, as tmpfs would
+            refusals.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_pwrite(fd, view, offset)
+
+    monkeypatch.setattr(download_ranges.FileWriter, "__init__", init)
+    monkeypatch.setattr(download_ranges, "pwrite_all", pwrite)
+    with RangeServer(blob) as server:
+        result = download_file(server.url, tmp_path / "rootfs", options=DownloadOptions(part_size=PART, concurrency=4))
+    assert (tmp_path / "rootfs").read_bytes() == blob
+    assert result.md5 == hashlib.md5(blob).hexdigest()
+    assert len(refusals) == 1  # O_DIRECT was tried, and after its refusal not again
+    assert writers[0][0].direct_fd is None
