@@ -82,7 +82,9 @@ def _download_into(path: PathLike, archive_name: str, status: str, url: str, how
     os.makedirs(directory, exist_ok=True)
     archive = os.path.join(directory, archive_name)
     options = dataclasses.replace(how.download or DownloadOptions(), verify=how.verify)
-    result = download_file(url, archive, how.expected_md5, options, how.progress, how.deadline)
+    result = download_file(
+        url, archive, how.expected_md5, options=options, progress=how.progress, deadline=how.deadline
+    )
     how.log.info("downloaded %s (%d bytes, md5 %s)", archive, result.size, result.md5)
     return directory, archive
 
