@@ -10,7 +10,12 @@ helper = ImsHelper(ims_url=..., session=session, s3_endpoint=..., s3_access_key=
 result = helper.image_upload_artifacts("my-image", job_id, rootfs=["rootfs.sqsh"], kernel=["vmlinuz"])
 """
 
+import logging
+
 __version__ = "1.0.0"
+
+#: The package's logger, under the name earlier clients used (``ims_python_helper.LOGGER``).
+LOGGER = logging.getLogger(__name__)
 
 from .errors import (
     AuthError,
