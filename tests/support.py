@@ -7,10 +7,13 @@ from one ordinary module rather than from a conftest.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import random
+import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,3 +278,14 @@ def assert_problem(response: requests.Response, status: int, detail_fragment: st
     assert isinstance(problem["title"], str) and problem["title"]
     assert detail_fragment in problem["detail"]
     return problem
+
+
+def make_recipe(path: Path, text: bytes = b"<image/>\n") -> str:
+    """A small gzipped tar recipe holding ``config.xml`` with ``text``; returns its path."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        info = tarfile.TarInfo("config.xml")
+        info.size = len(text)
+        archive.addfile(info, io.BytesIO(text))
+    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    return str(path)
