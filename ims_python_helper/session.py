@@ -297,11 +297,12 @@ class RequestLogger:
             body = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else request.body
             self._log("REQUEST", f"{request.method} {request.url}", request.headers, body)
 
-    def log_response(self, resp: requests.Response, *_args: Any, **_kwargs: Any) -> None:
-        """Log ``resp``: status, headers and (when already read) body."""
+    def log_response(self, resp: requests.Response, *_args: Any, **kwargs: Any) -> None:
+        """Log ``resp``: status, headers and body (a streamed body only when its reader has read it)."""
         if self._enabled():
-            read = getattr(resp, "_content_consumed", False) and isinstance(resp._content, bytes)
-            body = resp.content.decode("utf-8", "replace") if read else "(streamed; not read here)"
+            # requests reads an unstreamed body right after the hooks anyway; a streamed one is left to its reader.
+            readable = getattr(resp, "_content_consumed", False) or not kwargs.get("stream", False)
+            body = resp.content.decode("utf-8", "replace") if readable else "(streamed; not read here)"
             self._log("RESPONSE", str(resp.status_code), resp.headers, body)
 
     def _log(self, kind: str, first_line: str, headers: Any, body: Any) -> None:
