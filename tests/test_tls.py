@@ -22,7 +22,8 @@ import trustme
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
-from ims_python_helper.config import parse_ssl_verify
+from ims_python_helper.config import parse_ssl_verify, resolve_settings
+from ims_python_helper.errors import StorageError
 from ims_python_helper.local.stack import CLIENT_ID, LocalStack
 from ims_python_helper.local.tls import LocalCA
 from ims_python_helper.local.token_server import TokenServer
@@ -213,19 +214,25 @@ def test_wrong_s3_ca_is_refused_naming_the_s3_host_and_ca(
     assert tls_snapshot() == before
 
 
-def test_s3_verification_is_on_by_default(run_cli: CliRunner, tls_env, artifacts: Artifacts, tls_snapshot):
-    before = tls_snapshot()
-
-    result = run_cli(
+def test_s3_verification_is_on_by_default_against_ca_cert_else_the_system_store(
+    run_cli: CliRunner, tls_env, artifacts: Artifacts, tls_snapshot
+):
+    # No S3_SSL_VERIFY: "true", which verifies against CA_CERT (the stack's CA) when it is set ...
+    published = run_cli(
         "image",
         "upload_artifacts",
         "tls-s3-default",
         *artifacts.flags("rootfs"),
         env={**tls_env, "S3_SSL_VERIFY": None},
     )
-
-    assert result.code == 1
-    assert "TLS: certificate verify failed for S3 at" in _one_error_line(result)
+    assert published.code == 0, published.stderr
+    # ... and against the system store when it is not, which refuses the test CA.
+    environ = {k: v for k, v in tls_env.items() if v is not None and k not in ("S3_SSL_VERIFY", "CA_CERT")}
+    settings = resolve_settings({}, environ)
+    assert settings.s3_ssl_verify is True
+    before = tls_snapshot()
+    with pytest.raises(StorageError, match="TLS: certificate verify failed for S3 at"):
+        S3Storage(settings.helper_settings().s3).check_bucket()
     assert tls_snapshot() == before
 
 

@@ -35,8 +35,7 @@ from tests.faults.proxy import Fault, FaultProxy
 from tests.support import ImsApi, make_recipe
 
 ACCESS_DENIED = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n'
-    b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
 )
 
 
