@@ -10,12 +10,9 @@ helper = ImsHelper(ims_url=..., session=session, s3_endpoint=..., s3_access_key=
 result = helper.image_upload_artifacts("my-image", job_id, rootfs=["rootfs.sqsh"], kernel=["vmlinuz"])
 """
 
-import logging
-
 __version__ = "1.0.0"
 
-#: The package's logger, under the name earlier clients used (``ims_python_helper.LOGGER``).
-LOGGER = logging.getLogger(__name__)
+import logging
 
 from .errors import (
     AuthError,
@@ -37,6 +34,9 @@ from .vocabulary import (
     KERNEL_ARTIFACT_TYPE,
     SQUASHFS_ARTIFACT_TYPE,
 )
+
+#: The package's logger, under the name earlier clients used (``ims_python_helper.LOGGER``).
+LOGGER = logging.getLogger(__name__)
 
 __all__ = [
     "__version__",

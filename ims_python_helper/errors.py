@@ -130,7 +130,8 @@ class StorageError(ImsHelperError, botocore.exceptions.BotoCoreError):
         return super().__new__(cls, *args, **kwargs)  # type: ignore[no-any-return]
 
     def __init__(self, message: str = "") -> None:
-        super().__init__(message=message)
+        # BotoCoreError formats ``fmt`` with its keywords and keeps them for pickling: args stay (message,).
+        botocore.exceptions.BotoCoreError.__init__(self, message=message)
 
 
 class S3ResponseError(StorageError, botocore.exceptions.ClientError):

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union, cast
 
 import requests
 import requests_oauthlib
@@ -364,7 +364,7 @@ def create_oauth_session(
     """
     if isinstance(timeout, (logging.Logger, logging.LoggerAdapter)):
         # Older callers pass their logger where the timeout now is: (id, secret, ca, token_url, logger).
-        logger, timeout = timeout, DEFAULT_TIMEOUT
+        logger, timeout = cast(logging.Logger, timeout), DEFAULT_TIMEOUT
     ca_bundle = ssl_cert if isinstance(ssl_cert, str) and ssl_cert else None
     oauth = OAuthSettings(oauth_client_id, oauth_client_secret, token_url, ca_bundle, float(timeout))
     session = open_oauth_session(oauth, deadline=deadline, logger=logger)

@@ -115,14 +115,14 @@ BEFORE_CONTACT = [
         1,
         "control characters",
         {},
-    ),  # fmt: skip
+    ),
     (
         "recipe-file-missing",
         lambda a, tmp: ["recipe", "upload", "r", str(tmp / "nope.tgz"), "--distro", "sles15"],
         1,
         "does not exist",
         {},
-    ),  # fmt: skip
+    ),
 ]
 
 

@@ -85,7 +85,7 @@ def test_s3_ssl_verify_wins_over_s3_ssl_validate(run_cli: CliRunner, pod_env, sm
     result = run_cli("image", "upload_artifacts", "pod-wrong-ca", *small_artifacts.flags("rootfs"), env=env)
 
     assert result.code == 1
-    assert f"TLS: certificate verify failed for S3 at" in error_line(result.stderr)
+    assert "TLS: certificate verify failed for S3 at" in error_line(result.stderr)
     assert wrong_ca in error_line(result.stderr)
 
 
@@ -95,7 +95,7 @@ def test_without_ca_cert_true_means_the_system_store(pod_env):
     settings = resolve_settings({}, environ)
 
     assert settings.s3_ssl_verify is True and settings.cert is None
-    with pytest.raises(StorageError, match="TLS: certificate verify failed for S3 at .* using the system CA store"):
+    with pytest.raises(StorageError, match=r"TLS: certificate verify failed for S3 at .* using the system CA store"):
         S3Storage(settings.helper_settings().s3).check_bucket()
 
 
