@@ -14,11 +14,10 @@ import sys
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict
 
 import pytest
 import requests
-import trustme
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
@@ -29,29 +28,6 @@ from ims_python_helper.local.tls import LocalCA
 from ims_python_helper.local.token_server import TokenServer
 from ims_python_helper.storage import S3Settings, S3Storage
 from tests.support import ROOT, Artifacts, CliResult, CliRunner
-
-
-@pytest.fixture(scope="module")
-def tls_stack(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """IMS and the token endpoint on HTTPS, and the session's S3 engine behind a TLS relay."""
-    with LocalStack(data_dir=tmp_path_factory.mktemp("tls-stack"), s3_backend=stack.s3, tls=True) as local:
-        yield local
-
-
-@pytest.fixture
-def tls_env(tls_stack: LocalStack) -> Dict[str, Optional[str]]:
-    """Overrides for ``run_cli`` that point the client at the HTTPS stack and trust its CA."""
-    env: Dict[str, Optional[str]] = dict(tls_stack.env())
-    assert all(env[name].startswith("https://") for name in ("IMS_URL", "OAUTH_CLIENT_ENDPOINT", "S3_ENDPOINT"))
-    return env
-
-
-@pytest.fixture(scope="module")
-def wrong_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A CA bundle that did not sign the stack's certificates."""
-    path = tmp_path_factory.mktemp("wrong-ca") / "wrong-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 class TlsSnapshot:

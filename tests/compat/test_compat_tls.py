@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Optional
 
 import pytest
-import trustme
 
 from ims_python_helper import ImsHelper
 from ims_python_helper.config import resolve_settings
@@ -26,28 +25,14 @@ from ims_python_helper.storage import S3Storage
 from tests.support import Artifacts, CliRunner
 
 
-@pytest.fixture(scope="module")
-def https_stack(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """IMS, the token endpoint and the session's S3 engine, all on HTTPS with certificates of one test CA."""
-    with LocalStack(data_dir=tmp_path_factory.mktemp("compat-tls"), s3_backend=stack.s3, tls=True) as local:
-        yield local
-
-
 @pytest.fixture
-def pod_env(https_stack: LocalStack) -> Dict[str, Optional[str]]:
+def pod_env(tls_stack: LocalStack) -> Dict[str, Optional[str]]:
     """A job pod's environment exactly: S3_SSL_VALIDATE and CA_CERT, no S3_SSL_VERIFY."""
-    env: Dict[str, Optional[str]] = dict(https_stack.env())
-    assert str(env["S3_ENDPOINT"]).startswith("https://") and env["CA_CERT"] == str(https_stack.ca_path)
+    env: Dict[str, Optional[str]] = dict(tls_stack.env())
+    assert str(env["S3_ENDPOINT"]).startswith("https://") and env["CA_CERT"] == str(tls_stack.ca_path)
     env["S3_SSL_VERIFY"] = None
     env["S3_SSL_VALIDATE"] = "true"
     return env
-
-
-@pytest.fixture(scope="module")
-def wrong_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("compat-wrong-ca") / "wrong-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def error_line(stderr: str) -> str:
@@ -101,29 +86,29 @@ def test_without_ca_cert_true_means_the_system_store(pod_env):
 
 @pytest.mark.parametrize(("word", "verified"), [("true", True), ("True", True), ("false", False), ("FALSE", False)])
 def test_a_library_caller_s_string_means_what_it_says(
-    word: str, verified: bool, https_stack: LocalStack, tmp_path: Path, monkeypatch
+    word: str, verified: bool, tls_stack: LocalStack, tmp_path: Path, monkeypatch
 ):
-    assert https_stack.tokens is not None and https_stack.ims is not None and https_stack.s3 is not None
+    assert tls_stack.tokens is not None and tls_stack.ims is not None and tls_stack.s3 is not None
     monkeypatch.delenv("CA_CERT", raising=False)
-    ca = str(https_stack.ca_path)
-    session = create_oauth_session(https_stack.client_id, https_stack.client_secret, ca, https_stack.tokens.url, 60)
+    ca = str(tls_stack.ca_path)
+    session = create_oauth_session(tls_stack.client_id, tls_stack.client_secret, ca, tls_stack.tokens.url, 60)
     rootfs = tmp_path / "rootfs"
     rootfs.write_bytes(b"rootfs" * 1000)
 
-    helper = ImsHelper(https_stack.ims.url, session, https_stack.s3.access_key, https_stack.s3.secret_key,
-                       https_stack.s3.endpoint, "boot-images", word)  # fmt: skip
+    helper = ImsHelper(tls_stack.ims.url, session, tls_stack.s3.access_key, tls_stack.s3.secret_key,
+                       tls_stack.s3.endpoint, "boot-images", word)  # fmt: skip
     result = helper.image_upload_artifacts(f"library-{word}-{uuid.uuid4().hex[:6]}", rootfs=[str(rootfs)])
 
     assert helper.s3_settings.verify == (ca if verified else False)
     assert result["result"] == "success"
 
 
-def test_a_library_caller_without_a_session_ca_uses_ca_cert_from_the_environment(https_stack: LocalStack, monkeypatch):
-    assert https_stack.tokens is not None and https_stack.ims is not None and https_stack.s3 is not None
-    monkeypatch.setenv("CA_CERT", str(https_stack.ca_path))
+def test_a_library_caller_without_a_session_ca_uses_ca_cert_from_the_environment(tls_stack: LocalStack, monkeypatch):
+    assert tls_stack.tokens is not None and tls_stack.ims is not None and tls_stack.s3 is not None
+    monkeypatch.setenv("CA_CERT", str(tls_stack.ca_path))
 
-    helper = ImsHelper(https_stack.ims.url, None, https_stack.s3.access_key, https_stack.s3.secret_key,
-                       https_stack.s3.endpoint, "boot-images", "true")  # fmt: skip
+    helper = ImsHelper(tls_stack.ims.url, None, tls_stack.s3.access_key, tls_stack.s3.secret_key,
+                       tls_stack.s3.endpoint, "boot-images", "true")  # fmt: skip
     helper.storage.check_bucket()
 
-    assert helper.s3_settings.verify == str(https_stack.ca_path)
+    assert helper.s3_settings.verify == str(tls_stack.ca_path)
