@@ -12,6 +12,7 @@ result = helper.image_upload_artifacts("my-image", job_id, rootfs=["rootfs.sqsh"
 
 __version__ = "1.0.0"
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -33,6 +34,9 @@ from .vocabulary import (
     KERNEL_ARTIFACT_TYPE,
     SQUASHFS_ARTIFACT_TYPE,
 )
+
+#: The package's logger, under the name earlier clients used (``ims_python_helper.LOGGER``).
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .helper import ImsHelper

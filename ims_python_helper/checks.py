@@ -104,6 +104,23 @@ def resolve_artifacts(paths: Mapping[str, PathArg]) -> List[LocalArtifact]:
     return artifacts
 
 
+#: Why a publish without a rootfs is refused.
+NO_ROOTFS = "no rootfs given (-r/--rootfs); IMS links only images with exactly one rootfs"
+
+
+def check_publish(
+    image_name: Any, job_id: Optional[str], arch: Optional[str], paths: Mapping[str, PathArg]
+) -> Tuple[Optional[str], List[LocalArtifact]]:
+    """Check a publish before anything is contacted: the name, job id, arch and files; returns job id and files."""
+    check_name(image_name)
+    checked_job = check_uuid(job_id) if job_id else None
+    check_arch(arch)
+    artifacts = resolve_artifacts(paths)
+    if not any(a.kind.name == "rootfs" for a in artifacts):
+        raise InputError(NO_ROOTFS)
+    return checked_job, artifacts
+
+
 def md5_of_file(path: str) -> str:
     """Hex md5 of a file."""
     digest = hashlib.md5()

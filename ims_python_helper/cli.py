@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple, 
 
 from . import __version__
 from .arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from, uuid_argument
+from .checks import NO_ROOTFS, LocalArtifact, check_file, check_name, check_publish
 from .config import OPTIONS, Option, Settings, describe_source, file_dest, resolve_settings
 from .errors import ExitStatus, ImsHelperError, UsageError
 from .helper import ImsHelper
@@ -256,27 +257,28 @@ def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None) 
 def run_upload_artifacts(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image upload_artifacts``."""
     job_id = job_id_from(args.ims_job_id, env.environ)
-    for kind in ARTIFACT_KINDS:
-        given = getattr(args, kind.name) or []
-        if len(given) > 1:
-            raise UsageError(f"{'/'.join(kind.flags)} was given {len(given)} times; an image has one {kind.name}")
+    artifacts = _checked_artifacts(args)
     helper = _helper(settings, env)
     try:
-        return helper.image_upload_artifacts(
-            args.image_name,
-            ims_job_id=job_id,
-            rootfs=args.rootfs,
-            kernel=args.kernel,
-            initrd=args.initrd,
-            debug=args.debug,
-            boot_parameters=args.boot_parameters,
-            skip_existing=bool(args.skip_existing),
-            arch=args.arch,
+        return helper.publish_image(
+            args.image_name, artifacts, job_id=job_id, skip_existing=bool(args.skip_existing), arch=args.arch
         )
     except BaseException:
         if args.set_job_error and job_id:
             _mark_job_failed(helper, job_id)
         raise
+
+
+def _checked_artifacts(args: argparse.Namespace) -> List[LocalArtifact]:
+    """Every check that needs no server, made before the token is fetched: usage errors contact nothing."""
+    for kind in ARTIFACT_KINDS:
+        given = getattr(args, kind.name) or []
+        if len(given) > 1:
+            raise UsageError(f"{'/'.join(kind.flags)} was given {len(given)} times; an image has one {kind.name}")
+    if not args.rootfs:
+        raise UsageError(NO_ROOTFS)
+    paths = {kind.name: getattr(args, kind.name) for kind in ARTIFACT_KINDS}
+    return check_publish(args.image_name, None, args.arch, paths)[1]
 
 
 def _mark_job_failed(helper: ImsHelper, job_id: str) -> None:
@@ -306,6 +308,8 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
         if key in templates:
             raise UsageError(f"--template-dictionary key {key!r} was given twice")
         templates[key] = value
+    check_name(args.recipe_name, "recipe name")  # the local checks first: nothing is contacted for bad input
+    check_file(args.recipe_file, "recipe")
     explicit_bucket = getattr(args, "s3_bucket", None) or env.environ.get("S3_BUCKET")
     helper = _helper(settings, env, bucket=None if explicit_bucket else DEFAULT_RECIPE_BUCKET)
     record = helper.recipe_upload(
@@ -409,8 +413,7 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
         return int(ExitStatus.SUCCESS)
     except ImsHelperError as err:
         message = _one_line(str(err))
-        if not isinstance(err, UsageError):
-            _print_json({"result": "failure", "error": message}, env.stdout)
+        _print_json({"result": "failure", "error": message}, env.stdout)  # usage errors too: callers read stdout
         env.stderr.write(f"{PROG}: error: {message}\n")
         env.stderr.flush()
         return int(err.exit_code)

@@ -20,7 +20,7 @@ from .session import DEFAULT_OAUTH_CONFIG_DIR, OAuthSettings
 from .storage import S3Settings
 from .template import DEFAULT_DICTIONARY_PATH
 from .transfer import TransferOptions
-from .transport import DEFAULT_TIMEOUT, parse_ssl_verify
+from .transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
 from .vocabulary import ARCHES, DEFAULT_IMAGE_BUCKET, DEFAULT_IMS_API_URL  # noqa: F401  (ARCHES: the local IMS, for now)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -83,8 +83,9 @@ OPTIONS: Tuple[Option, ...] = (
            secret=True, file_flag="--s3-access-key-file", file_env="S3_ACCESS_KEY_FILE"),
     Option("s3_secret_key", ("--s3-secret-key",), "S3 secret key (prefer the file or env var)", ("S3_SECRET_KEY",),
            metavar="KEY", secret=True, file_flag="--s3-secret-key-file", file_env="S3_SECRET_KEY_FILE"),
-    Option("s3_ssl_verify", ("--s3-ssl-verify",), "S3 TLS verification: true, false/off/no/f/0, or a CA bundle path",
-           ("S3_SSL_VERIFY",), default="true", metavar="VALUE"),
+    Option("s3_ssl_verify", ("--s3-ssl-verify",),
+           "S3 TLS verification: true (against CA_CERT when set, else the system store), false/off/no/f/0, "
+           "or a CA bundle path", ("S3_SSL_VERIFY", "S3_SSL_VALIDATE"), default="true", metavar="VALUE"),
     Option("s3_bucket", ("--s3-bucket",), "S3 bucket for image artifacts", ("S3_BUCKET",),
            default=DEFAULT_IMAGE_BUCKET, metavar="BUCKET"),
     Option("s3_checksum", ("--s3-checksum",),
@@ -263,7 +264,7 @@ def resolve_settings(flags: Mapping[str, Any], environ: Optional[Mapping[str, st
         raw, source = _raw_value(option, flags, env, config_dir)
         values[option.dest] = _parsed(option, raw, source)
 
-    values["s3_ssl_verify"] = parse_ssl_verify(values["s3_ssl_verify"])
+    values["s3_ssl_verify"] = s3_verify_with_ca(parse_ssl_verify(values["s3_ssl_verify"]), values["cert"])
     if values["cert"] and not os.path.isfile(values["cert"]):
         raise ConfigError(f"CA bundle {values['cert']!r} (from --cert/CA_CERT) is not a readable file")
     values["secrets_on_argv"] = _secrets_on_argv(flags)

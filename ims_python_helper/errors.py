@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from enum import IntEnum
 from typing import Any, Dict, List, Optional
+
+import botocore.exceptions
+import requests
 
 
 class ExitStatus(IntEnum):
@@ -53,23 +57,96 @@ class DeadlineExceeded(TransportError):
     """The run's total deadline passed before the work was done."""
 
 
-class ImsApiError(ImsHelperError):
-    """IMS answered a request with an error status.
+# Callers written for the earlier client catch the requests and botocore exceptions it let through
+# (``except requests.RequestException``, ``except botocore.exceptions.BotoCoreError``), so the errors
+# below are those too. requests' exceptions derive from OSError: its constructor takes the message
+# alone here, which keeps ``str(err)`` and ``err.args`` as they are for every ImsHelperError.
+
+
+class ImsConnectionError(TransportError, requests.exceptions.ConnectionError):
+    """IMS could not be reached (refused, timed out, TLS failed); also a ``requests`` ``ConnectionError``."""
+
+
+class ImsAnswerError(TransportError, requests.exceptions.RequestException):
+    """IMS answered with something unreadable (not JSON, too large, cut off); also a ``RequestException``."""
+
+
+class ImsApiError(ImsHelperError, requests.exceptions.HTTPError):
+    """IMS answered a request with an error status; also a ``requests`` ``HTTPError``.
 
     ``status`` is the HTTP status and ``detail`` the RFC 7807 problem detail
-    (or a short excerpt of a non-JSON body).
+    (or a short excerpt of a non-JSON body); ``response`` is IMS's answer
+    (``response.status_code``, ``response.text``) when there was one.
     """
 
-    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+    def __init__(
+        self, method: str, path: str, status: int, detail: str, response: Optional[requests.Response] = None
+    ) -> None:
         self.method = method
         self.path = path
         self.status = status
         self.detail = detail
-        super().__init__(f"IMS {method} {path} failed with HTTP {status}: {detail}")
+        super().__init__(f"IMS {method} {path} failed with HTTP {status}: {detail}", response=response)
+
+    def __reduce__(self) -> Any:
+        # OSError would rebuild from the message alone; the answer travels without its request (hooks, session).
+        return type(self), (self.method, self.path, self.status, self.detail, detached_response(self.response))
 
 
-class StorageError(ImsHelperError):
-    """An S3 operation failed."""
+def detached_response(response: Optional[requests.Response]) -> Optional[requests.Response]:
+    """A copy of an already read answer (status, headers, body) that can be pickled: no request, no connection."""
+    if response is None:
+        return None
+    copy = requests.Response()
+    copy.status_code = response.status_code
+    content = getattr(response, "_content", None)
+    copy._content = content if isinstance(content, bytes) else b""
+    copy.headers = requests.structures.CaseInsensitiveDict(response.headers)
+    copy.url, copy.reason, copy.encoding = response.url, response.reason, response.encoding
+    return copy
+
+
+def _handled_client_error() -> Optional[botocore.exceptions.ClientError]:
+    """The botocore ``ClientError`` being handled right now (in an ``except`` block), if any."""
+    handled = sys.exc_info()[1]
+    return handled if isinstance(handled, botocore.exceptions.ClientError) else None
+
+
+class StorageError(ImsHelperError, botocore.exceptions.BotoCoreError):
+    """An S3 operation failed; also a ``botocore.exceptions.BotoCoreError``.
+
+    Raised while a botocore ``ClientError`` is handled (S3 answered with an
+    error code), it is an ``S3ResponseError``: a ``ClientError`` too, with
+    that error's ``response`` and ``operation_name``.
+    """
+
+    fmt = "{message}"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StorageError:
+        # Every place that turns a ClientError into a StorageError gets the ClientError face without
+        # restating it: the error being handled at construction is the one S3 answered with.
+        if cls is StorageError and _handled_client_error() is not None:
+            cls = S3ResponseError
+        return super().__new__(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def __init__(self, message: str = "") -> None:
+        # BotoCoreError formats ``fmt`` with its keywords and keeps them for pickling: args stay (message,).
+        botocore.exceptions.BotoCoreError.__init__(self, message=message)
+
+
+class S3ResponseError(StorageError, botocore.exceptions.ClientError):
+    """S3 answered with an error code: a ``StorageError`` that is also a botocore ``ClientError``."""
+
+    def __init__(
+        self, message: str = "", response: Optional[Dict[str, Any]] = None, operation_name: Optional[str] = None
+    ) -> None:
+        cause = _handled_client_error()
+        self.response = response if response is not None else dict(cause.response if cause else {})
+        self.operation_name = operation_name or (cause.operation_name if cause else "")
+        super().__init__(message)
+
+    def __reduce__(self) -> Any:
+        return type(self), (str(self), self.response, self.operation_name)
 
 
 class VerificationError(StorageError):

@@ -15,16 +15,16 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import requests
 from requests.adapters import HTTPAdapter
 
-from .checks import (
+from .checks import (  # noqa: F401  (check_name, check_uuid: callers import them from here)
     LocalArtifact,
     PathArg,
-    check_arch,
     check_name,
+    check_publish,
     check_uuid,
     md5_of_file,
     resolve_artifacts,
 )
-from .errors import InputError
+from .compat import LegacyCalls, legacy_s3_endpoint, platform_ca
 from .images import ImagePublisher, run_key_for, set_job_status  # noqa: F401  (run_key_for is imported from here)
 from .ims import ImsClient, Record
 from .progress import Progress
@@ -32,7 +32,7 @@ from .recipes import RecipeLoader, check_recipe
 from .session import ClientCredentialsSession, Deadline, OAuthSettings, build_retry, open_oauth_session
 from .storage import S3Settings, S3Storage
 from .transfer import TransferOptions
-from .transport import DEFAULT_TIMEOUT, parse_ssl_verify
+from .transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
 from .vocabulary import (  # noqa: F401  (JOB_STATUSES, RECIPE_DISTROS: callers import them from here)
     DEFAULT_IMAGE_BUCKET,
     DEFAULT_IMS_API_URL,
@@ -58,7 +58,7 @@ class HelperSettings:
     transfer: TransferOptions
 
 
-class ImsHelper:
+class ImsHelper(LegacyCalls):
     """Publishes images and recipes into IMS and S3.
 
     The constructor keeps the keyword names earlier clients used; unknown
@@ -86,6 +86,7 @@ class ImsHelper:
         progress: Optional[Progress] = None,
         **_kwargs: Any,
     ) -> None:
+        s3_endpoint = legacy_s3_endpoint(s3_endpoint, _kwargs)
         if _kwargs:
             LOGGER.debug("ImsHelper ignores unknown arguments: %s", ", ".join(sorted(_kwargs)))
         self._connect(ims_url, session, timeout, deadline)
@@ -95,7 +96,7 @@ class ImsHelper:
             bucket=s3_bucket or DEFAULT_IMAGE_BUCKET,
             access_key=s3_access_key,
             secret_key=s3_secret_key,
-            verify=parse_ssl_verify(s3_ssl_verify),
+            verify=s3_verify_with_ca(parse_ssl_verify(s3_ssl_verify), platform_ca(self.session)),
             checksum_mode=s3_checksum,
             addressing_style=s3_addressing_style,
             timeout=timeout,
@@ -196,13 +197,8 @@ class ImsHelper:
         ``{"result": "success", "ims_image_record", "ims_image_artifacts", "ims_job_record"}``
         (the last only with a job id).
         """
-        check_name(image_name)
-        job_id = check_uuid(ims_job_id) if ims_job_id else None
-        check_arch(arch)
         paths = {"rootfs": rootfs, "kernel": kernel, "initrd": initrd, "debug": debug}
-        artifacts = resolve_artifacts(dict(paths, boot_parameters=boot_parameters))
-        if not any(a.kind.name == "rootfs" for a in artifacts):
-            raise InputError("no rootfs given (-r/--rootfs); IMS links only images with exactly one rootfs")
+        job_id, artifacts = check_publish(image_name, ims_job_id, arch, dict(paths, boot_parameters=boot_parameters))
         return self.publish_image(image_name, artifacts, job_id=job_id, skip_existing=skip_existing, arch=arch)
 
     def publish_image(

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 
 import requests
 
-from .errors import DeadlineExceeded, ImsApiError, TransportError
+from .errors import DeadlineExceeded, ImsAnswerError, ImsApiError, ImsConnectionError, ImsHelperError, TransportError
 from .redact import redact
 from .session import TRANSIENT_STATUSES, Deadline
 from .transport import DEFAULT_TIMEOUT, check_url, describe_request_error, tls_failure_message
@@ -57,16 +57,18 @@ class ImsClient:
                 method, url, json=body, timeout=self.deadline.cap(self.timeout), stream=True
             )
             read_body(response, f"IMS {method} {path}")
+        except ImsHelperError:  # ours already (an oversized answer, the token endpoint): no second wrapping
+            raise
         except requests.exceptions.SSLError as err:
-            raise TransportError(tls_failure_message(url, getattr(self.session, "verify", True), err)) from None
+            raise ImsConnectionError(tls_failure_message(url, getattr(self.session, "verify", True), err)) from None
         except requests.exceptions.RequestException as err:
             # Retries cut short by the run's deadline say so, rather than "connection failed".
             self.deadline.check(f"calling IMS {method} {path} at {self.base_url} ({describe_request_error(err)})")
-            raise TransportError(
+            raise ImsConnectionError(
                 f"cannot reach IMS at {self.base_url} ({method} {path}): {describe_request_error(err)}"
             ) from None
         if response.status_code >= 400:
-            raise ImsApiError(method, path, response.status_code, problem_detail(response))
+            raise ImsApiError(method, path, response.status_code, problem_detail(response), response=response)
         if response.status_code == 204 or expect is type(None):
             return None
         return decode_json(response, f"IMS {method} {path}", expect)
@@ -180,7 +182,7 @@ def _records(values: List[Any], what: str) -> List[Record]:
     """A JSON list that must hold only objects (records)."""
     for value in values:
         if not isinstance(value, dict):
-            raise TransportError(f"{what} answered with a list holding a JSON {json_type(value)}, expected objects")
+            raise ImsAnswerError(f"{what} answered with a list holding a JSON {json_type(value)}, expected objects")
     return list(values)
 
 
@@ -204,14 +206,14 @@ def read_body(response: requests.Response, what: str, limit: int = MAX_RESPONSE_
     length = response.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > limit:
         response.close()
-        raise TransportError(f"{what} answered with {int(length)} bytes, more than the {limit} allowed")
+        raise ImsAnswerError(f"{what} answered with {int(length)} bytes, more than the {limit} allowed")
     chunks = []
     total = 0
     for chunk in response.iter_content(1024 * 1024):
         total += len(chunk)
         if total > limit:
             response.close()
-            raise TransportError(f"{what} answered with more than the {limit} bytes allowed")
+            raise ImsAnswerError(f"{what} answered with more than the {limit} bytes allowed")
         chunks.append(chunk)
     content = b"".join(chunks)
     response._content = content
@@ -223,21 +225,21 @@ def decode_json(response: requests.Response, what: str, expect: type = object) -
     """Decode a JSON answer, turning HTML pages, truncated or oversized bodies and wrong types into one-line errors."""
     length = response.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > MAX_RESPONSE_BYTES:
-        raise TransportError(f"{what} answered with {int(length)} bytes, more than the {MAX_RESPONSE_BYTES} allowed")
+        raise ImsAnswerError(f"{what} answered with {int(length)} bytes, more than the {MAX_RESPONSE_BYTES} allowed")
     content = response.content or b""
     if len(content) > MAX_RESPONSE_BYTES:
-        raise TransportError(f"{what} answered with {len(content)} bytes, more than the {MAX_RESPONSE_BYTES} allowed")
+        raise ImsAnswerError(f"{what} answered with {len(content)} bytes, more than the {MAX_RESPONSE_BYTES} allowed")
     try:
         value = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         kind = response.headers.get("Content-Type", "unknown type")
-        raise TransportError(
+        raise ImsAnswerError(
             f"{what} answered HTTP {response.status_code} with a body that is not JSON ({kind}: {excerpt(content)}); "
             "check that the URL points at the service"
         ) from None
     if expect is not object and not isinstance(value, expect):
         wanted = json_type(expect())
-        raise TransportError(f"{what} answered with a JSON {json_type(value)}, expected an {wanted}")
+        raise ImsAnswerError(f"{what} answered with a JSON {json_type(value)}, expected an {wanted}")
     return value
 
 

@@ -12,7 +12,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union, cast
 
 import requests
 import requests_oauthlib
@@ -285,6 +285,42 @@ def log_exchange(response: requests.Response, *_args: Any, **_kwargs: Any) -> No
         LOGGER.debug("%s %s -> %s (%s bytes)", request.method, redact(str(request.url)), response.status_code, size)
 
 
+class RequestLogger:
+    """Response hooks that log each exchange to a caller's logger at DEBUG, as the earlier client's did.
+
+    ``session.hooks["response"] += [RequestLogger(logger).log_request, RequestLogger(logger).log_response]``.
+    Headers and bodies pass through ``redact`` first: the bearer token, the
+    client secret in a token request and the token in its answer are masked.
+    A streamed answer's body is not read here (its reader applies its own size limit).
+    """
+
+    def __init__(self, logger: Optional[Union[logging.Logger, logging.LoggerAdapter]]) -> None:
+        self.LOGGER = logger
+
+    def _enabled(self) -> bool:
+        return self.LOGGER is not None and self.LOGGER.isEnabledFor(logging.DEBUG)
+
+    def log_request(self, resp: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        """Log the request that produced ``resp``: method, URL, headers and body."""
+        if self._enabled():
+            request = resp.request
+            body = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else request.body
+            self._log("REQUEST", f"{request.method} {request.url}", request.headers, body)
+
+    def log_response(self, resp: requests.Response, *_args: Any, **kwargs: Any) -> None:
+        """Log ``resp``: status, headers and body (a streamed body only when its reader has read it)."""
+        if self._enabled():
+            # requests reads an unstreamed body right after the hooks anyway; a streamed one is left to its reader.
+            readable = getattr(resp, "_content_consumed", False) or not kwargs.get("stream", False)
+            body = resp.content.decode("utf-8", "replace") if readable else "(streamed; not read here)"
+            self._log("RESPONSE", str(resp.status_code), resp.headers, body)
+
+    def _log(self, kind: str, first_line: str, headers: Any, body: Any) -> None:
+        lines = "\n".join(f"{name}: {value}" for name, value in headers.items())
+        assert self.LOGGER is not None
+        self.LOGGER.debug("%s", redact(f"-----------{kind}-----------\n{first_line}\n{lines}\n\n{body or ''}"))
+
+
 def get_admin_client_auth(logger: Optional[logging.Logger] = None) -> Tuple[str, str, str]:
     """Read the admin client's credentials: env vars first, then files in ``OAUTH_CONFIG_DIR``.
 
@@ -322,19 +358,30 @@ def create_oauth_session(
     oauth_client_secret: Optional[str],
     ssl_cert: Union[str, bool, None],
     token_url: Optional[str],
-    timeout: float,
+    timeout: Union[float, logging.Logger, logging.LoggerAdapter],
     logger: Optional[logging.Logger] = None,
     deadline: Optional[Deadline] = None,
 ) -> ClientCredentialsSession:
     """Create an OAuth2 client-credentials session and fetch its first token.
 
+    A logger given in the ``timeout`` position (as older callers do) is taken as
+    the logger, with the default timeout. With a logger, each exchange is also
+    logged to it at DEBUG through ``RequestLogger`` (secrets masked).
+
     ``ssl_cert`` is a CA bundle path, or None/True for the system store. Fails
     with ``ConfigError`` when a credential is missing and ``AuthError`` when the
     token endpoint refuses them (no endless retrying).
     """
+    if isinstance(timeout, (logging.Logger, logging.LoggerAdapter)):
+        # Older callers pass their logger where the timeout now is: (id, secret, ca, token_url, logger).
+        logger, timeout = cast(logging.Logger, timeout), DEFAULT_TIMEOUT
     ca_bundle = ssl_cert if isinstance(ssl_cert, str) and ssl_cert else None
     oauth = OAuthSettings(oauth_client_id, oauth_client_secret, token_url, ca_bundle, float(timeout))
-    return open_oauth_session(oauth, deadline=deadline, logger=logger)
+    session = open_oauth_session(oauth, deadline=deadline, logger=logger)
+    if logger is not None:
+        hooks = RequestLogger(logger)
+        session.hooks["response"].extend([hooks.log_request, hooks.log_response])
+    return session
 
 
 def open_oauth_session(

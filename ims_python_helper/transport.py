@@ -74,6 +74,15 @@ def parse_ssl_verify(value: Union[str, bool, None]) -> Union[bool, str]:
     return text
 
 
+def s3_verify_with_ca(verify: Union[bool, str], ca_bundle: Optional[str]) -> Union[bool, str]:
+    """S3 verification "true" means the platform CA (``CA_CERT``) when one is given, else the system store.
+
+    In a job pod the S3 gateway's certificate is signed by the platform CA, the
+    same one IMS's is; an explicit CA path or an off word is kept as given.
+    """
+    return ca_bundle if verify is True and ca_bundle else verify
+
+
 def causes(err: BaseException) -> Iterator[BaseException]:
     """``err`` and what it wraps: urllib3's ``reason``, exception arguments, ``__cause__`` and ``__context__``."""
     seen = set()

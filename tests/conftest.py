@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
 
 import pytest
+import trustme
 
 from ims_python_helper.cli import Environment, main
 from ims_python_helper.local.stack import LocalStack
@@ -144,3 +145,29 @@ def fault_ledger_report() -> Iterator[None]:
     """Write the fault ledger's totals (``IMS_FAULT_REPORT``) when the module using it finishes."""
     yield
     ledger.write_report()
+
+
+# -- HTTPS (tests/test_tls.py, tests/compat/test_compat_tls.py) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_stack(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """IMS and the token endpoint on HTTPS, and the session's S3 engine behind a TLS relay."""
+    with LocalStack(data_dir=tmp_path_factory.mktemp("tls-stack"), s3_backend=stack.s3, tls=True) as local:
+        yield local
+
+
+@pytest.fixture
+def tls_env(tls_stack: LocalStack) -> Dict[str, Optional[str]]:
+    """Overrides for ``run_cli`` that point the client at the HTTPS stack and trust its CA."""
+    env: Dict[str, Optional[str]] = dict(tls_stack.env())
+    assert all(env[name].startswith("https://") for name in ("IMS_URL", "OAUTH_CLIENT_ENDPOINT", "S3_ENDPOINT"))
+    return env
+
+
+@pytest.fixture(scope="module")
+def wrong_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A CA bundle that did not sign the stack's certificates."""
+    path = tmp_path_factory.mktemp("wrong-ca") / "wrong-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(path))
+    return str(path)

@@ -7,6 +7,7 @@ from one ordinary module rather than from a conftest.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -318,3 +319,14 @@ def volume_with_stale_signal_files(directory: Path) -> Path:
     for name in ("ready", "complete", "exiting"):
         (directory / name).write_text("")
     return directory
+
+
+def make_recipe(path: Path, text: bytes = b"<image/>\n") -> str:
+    """A small gzipped tar recipe holding ``config.xml`` with ``text``; returns its path."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        info = tarfile.TarInfo("config.xml")
+        info.size = len(text)
+        archive.addfile(info, io.BytesIO(text))
+    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    return str(path)

@@ -89,7 +89,7 @@ CASES = [
         1,
         "not a regular file",
     ),
-    Case("no-rootfs", lambda a, tmp: ["image", "upload_artifacts", "bad", *a.flags("kernel")], 1, "no rootfs"),
+    Case("no-rootfs", lambda a, tmp: ["image", "upload_artifacts", "bad", *a.flags("kernel")], 2, "no rootfs"),
     Case(
         "rootfs-twice",
         lambda a, tmp: ["image", "upload_artifacts", "bad", *a.flags("rootfs", "rootfs")],
@@ -506,8 +506,7 @@ def _run_case(case: Case, run_cli: Any, artifacts: Artifacts, snapshot: Any, tmp
     for expected in case.message if isinstance(case.message, tuple) else (case.message,):
         assert expected in message
     assert "Traceback" not in result.stderr and "unexpected" not in message
-    if case.code == 1:
-        assert result.json == {"result": "failure", "error": message}
+    assert result.json == {"result": "failure", "error": message}  # usage errors (exit 2) too
     assert snapshot() == before
 
 

@@ -136,8 +136,7 @@ def test_any_command_line_ends_in_a_result_or_one_documented_error_line(argv: Li
         assert not error_lines
     else:
         assert len(error_lines) == 1, stderr
-        if code == 1:
-            assert json.loads(stdout)["result"] == "failure"
+        assert json.loads(stdout) == {"result": "failure", "error": error_lines[0].split("error: ", 1)[1]}
 
 
 @FAST

@@ -14,43 +14,20 @@ import sys
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict
 
 import pytest
 import requests
-import trustme
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
-from ims_python_helper.config import parse_ssl_verify
+from ims_python_helper.config import parse_ssl_verify, resolve_settings
+from ims_python_helper.errors import StorageError
 from ims_python_helper.local.stack import CLIENT_ID, LocalStack
 from ims_python_helper.local.tls import LocalCA
 from ims_python_helper.local.token_server import TokenServer
 from ims_python_helper.storage import S3Settings, S3Storage
 from tests.support import ROOT, Artifacts, CliResult, CliRunner
-
-
-@pytest.fixture(scope="module")
-def tls_stack(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """IMS and the token endpoint on HTTPS, and the session's S3 engine behind a TLS relay."""
-    with LocalStack(data_dir=tmp_path_factory.mktemp("tls-stack"), s3_backend=stack.s3, tls=True) as local:
-        yield local
-
-
-@pytest.fixture
-def tls_env(tls_stack: LocalStack) -> Dict[str, Optional[str]]:
-    """Overrides for ``run_cli`` that point the client at the HTTPS stack and trust its CA."""
-    env: Dict[str, Optional[str]] = dict(tls_stack.env())
-    assert all(env[name].startswith("https://") for name in ("IMS_URL", "OAUTH_CLIENT_ENDPOINT", "S3_ENDPOINT"))
-    return env
-
-
-@pytest.fixture(scope="module")
-def wrong_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A CA bundle that did not sign the stack's certificates."""
-    path = tmp_path_factory.mktemp("wrong-ca") / "wrong-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 class TlsSnapshot:
@@ -213,19 +190,25 @@ def test_wrong_s3_ca_is_refused_naming_the_s3_host_and_ca(
     assert tls_snapshot() == before
 
 
-def test_s3_verification_is_on_by_default(run_cli: CliRunner, tls_env, artifacts: Artifacts, tls_snapshot):
-    before = tls_snapshot()
-
-    result = run_cli(
+def test_s3_verification_is_on_by_default_against_ca_cert_else_the_system_store(
+    run_cli: CliRunner, tls_env, artifacts: Artifacts, tls_snapshot
+):
+    # No S3_SSL_VERIFY: "true", which verifies against CA_CERT (the stack's CA) when it is set ...
+    published = run_cli(
         "image",
         "upload_artifacts",
         "tls-s3-default",
         *artifacts.flags("rootfs"),
         env={**tls_env, "S3_SSL_VERIFY": None},
     )
-
-    assert result.code == 1
-    assert "TLS: certificate verify failed for S3 at" in _one_error_line(result)
+    assert published.code == 0, published.stderr
+    # ... and against the system store when it is not, which refuses the test CA.
+    environ = {k: v for k, v in tls_env.items() if v is not None and k not in ("S3_SSL_VERIFY", "CA_CERT")}
+    settings = resolve_settings({}, environ)
+    assert settings.s3_ssl_verify is True
+    before = tls_snapshot()
+    with pytest.raises(StorageError, match="TLS: certificate verify failed for S3 at"):
+        S3Storage(settings.helper_settings().s3).check_bucket()
     assert tls_snapshot() == before
 
 

@@ -8,19 +8,15 @@ for the keys and types callers read.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import tarfile
 import uuid
-from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
 from ims_python_helper import ImsHelper, ImsImagesExistWithName
 from ims_python_helper.artifacts import KERNEL_ARTIFACT_TYPE, MANIFEST_TYPE
-from tests.support import ImageFiles
+from tests.support import ImageFiles, make_recipe
 
 ARTIFACT_TYPES = {
     "rootfs": "application/vnd.cray.image.rootfs.squashfs",
@@ -246,16 +242,6 @@ def test_image_set_job_status_by_position_and_keyword(helper, ims_api):
 
 
 # -- recipes ---------------------------------------------------------------------------------------
-
-
-def make_recipe(path: Path, text: bytes = b"<image/>\n") -> str:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-        info = tarfile.TarInfo("config.xml")
-        info.size = len(text)
-        archive.addfile(info, io.BytesIO(text))
-    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
-    return str(path)
 
 
 @pytest.fixture
