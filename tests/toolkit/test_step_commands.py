@@ -7,6 +7,7 @@ through a child process; every job's status is read back from IMS.
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 from pathlib import Path
 from typing import Iterator, List
@@ -186,7 +187,8 @@ def test_usage_errors_exit_2_before_anything_is_contacted(case, run_cli, watched
     result = run_cli(*[names.get(arg, arg) for arg in argv], env=env)
 
     assert result.code == 2, result.stderr
-    assert result.stdout == ""
+    # Like every failure, a usage error answers with the failure JSON on stdout.
+    assert json.loads(result.stdout)["result"] == "failure"
     assert message in _one_error_line(result.stderr)
     assert ims.count() == 0 and tokens.count() == 0
     assert ims_api.get(f"/jobs/{job}")["status"] == "creating"
