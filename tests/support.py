@@ -275,3 +275,10 @@ def assert_problem(response: requests.Response, status: int, detail_fragment: st
     assert isinstance(problem["title"], str) and problem["title"]
     assert detail_fragment in problem["detail"]
     return problem
+
+
+def artifact_bytes_sent(proxy: Any) -> int:
+    """Body bytes a client uploaded to S3 through ``proxy``, leaving out the run claims' small JSON objects."""
+    from ims_python_helper.claims import CLAIM_PREFIX  # noqa: PLC0415
+
+    return sum(e.body_bytes for e in proxy.writes() if CLAIM_PREFIX not in e.path)
