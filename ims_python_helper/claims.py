@@ -295,16 +295,38 @@ class RunClaim:
             except ImsHelperError as err:
                 LOGGER.warning("cannot renew the run claim: %s", err)
 
-    def finish(self, image_id: str) -> None:
-        """Mark the claim done with the published image (a later run of the job finds it there)."""
+    def finish(self) -> None:
+        """Remove the claim after a publish: the job record's ``resultant_image_id`` names the image now."""
         try:
-            self._put_ours(state=DONE, image_id=image_id, heartbeat=time.time())
+            self._delete_ours()
         except ImsHelperError as err:
-            LOGGER.warning("published, but cannot mark the run claim done: %s", err)
+            LOGGER.warning("published, but cannot remove the run claim %s: %s", self.url, err)
 
-    def release(self) -> None:
-        """After a failure: let the next run take over at once (it finds the record, if kept, by its id)."""
+    def release(self, keep_image: bool) -> None:
+        """After a failure: let the next run take over at once.
+
+        With ``keep_image`` (the record is still there) the claim stays, marked
+        released, so the next run resumes that record; otherwise it is removed.
+        """
         try:
-            self._put_ours(state=RELEASED, heartbeat=time.time())
+            if keep_image:
+                self._put_ours(state=RELEASED, heartbeat=time.time())
+            else:
+                self._delete_ours()
         except ImsHelperError as err:
             LOGGER.warning("cannot release the run claim %s: %s", self.url, err)
+
+    def _delete_ours(self) -> None:
+        """Delete the claim if it is still ours (``If-Match`` where honoured, checked just before anyway)."""
+        with self._lock:
+            self._stop.set()
+            if self.lost or not self.still_ours():
+                return
+            try:
+                self.storage.client.delete_object(Bucket=self.storage.bucket, Key=self.key, IfMatch=self.etag)
+            except botocore.exceptions.ClientError as err:
+                if s3_error_code(err) in ("412", "PreconditionFailed", "404", "NoSuchKey"):
+                    return
+                raise StorageError(f"cannot remove the run claim {self.url}: {describe_s3_error(err)}") from None
+            except botocore.exceptions.BotoCoreError as err:
+                raise StorageError(f"cannot remove the run claim {self.url}: {describe_s3_error(err)}") from None

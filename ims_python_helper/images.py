@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from .claims import RUNNING, ClaimError, ClaimState, RunClaim
 from .checks import LocalArtifact, check_arch, check_job_status, check_name, check_uuid
-from .errors import ImsApiError, ImsImagesExistWithName, InputError, StorageError, TransportError
+from .errors import ImsApiError, ImsHelperError, ImsImagesExistWithName, InputError, StorageError, TransportError
 from .ims import Record
 from .manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
 from .transfer import ArtifactUpload, UploadedObject
@@ -134,10 +134,9 @@ class ImagePublisher:
         touching this run's work. Images are listed only for ``skip_existing``.
         """
         # Everything cheap is checked before the first byte goes up.
-        if job_id:
-            require_job(self.s, job_id)
+        job = require_job(self.s, job_id) if job_id else None
         self.s.storage.check_bucket()
-        if not job_id:
+        if not job_id or job is None:
             result = self._reuse_by_name(image_name, artifacts, None) if skip_existing else None
             return result if result is not None else self._publish_new(image_name, artifacts, None, arch)
         claim = RunClaim(self.s.storage, run_key_for(job_id, image_name), job_id, image_name, self.s.deadline)
@@ -145,42 +144,64 @@ class ImagePublisher:
         self._claim = claim
         try:
             with claim.heartbeat():
-                result = self._resume(previous, image_name, artifacts, job_id)
+                result = self._resume(previous, job_id, job, image_name, artifacts)
                 if result is None and skip_existing:
                     result = self._reuse_by_name(image_name, artifacts, job_id)
                 if result is None:
                     result = self._publish_new(image_name, artifacts, job_id, arch)
         except BaseException:
-            claim.release()
+            claim.release(keep_image=self._record_left(claim.state.image_id))
             raise
         finally:
             self._claim = None
-        claim.finish(str(result["ims_image_record"].get("id", "")))
+        claim.finish()
         return result
 
     def _resume(
-        self, previous: Optional[ClaimState], image_name: str, artifacts: Artifacts, job_id: str
+        self, previous: Optional[ClaimState], job_id: str, job: Record, image_name: str, artifacts: Artifacts
     ) -> Optional[Dict[str, Any]]:
-        """Finish or fill the record an earlier run of this job named in the claim; None when there is none."""
+        """Finish or fill the record an earlier run of this job made; None when there is none.
+
+        The claim names an unfinished one; a finished one is the job's
+        ``resultant_image_id``. Both are read directly: no image list.
+        """
         record = self._record_of(previous, image_name, run_key_for(job_id, image_name))
+        if record is None and isinstance(job.get("resultant_image_id"), str) and job["resultant_image_id"]:
+            record = self._image_named(job["resultant_image_id"], image_name)
         if record is None:
             return None
         done = "image %s was already published by this job; finishing"
         empty = "resuming into image %s, created by an earlier run of this job"
         return self._reuse([record], artifacts, job_id, done, empty)
 
+    def _image_named(self, image_id: str, image_name: str) -> Optional[Record]:
+        """The record ``image_id`` when it exists and is named ``image_name`` (a direct GET)."""
+        try:
+            record = self.s.ims.get_image(image_id)
+        except ImsApiError as err:
+            if err.status in (400, 404):
+                return None
+            raise
+        return record if record.get("name") == image_name else None
+
+    def _record_left(self, image_id: str) -> bool:
+        """True when the record ``image_id`` still exists (or IMS cannot say) after a failed run."""
+        if not image_id:
+            return False
+        try:
+            self.s.ims.get_image(image_id)
+        except ImsApiError as err:
+            return err.status != 404
+        except ImsHelperError:
+            return True
+        return True
+
     def _record_of(self, previous: Optional[ClaimState], image_name: str, run_key: str) -> Optional[Record]:
-        """The record a previous claim names (a direct GET), or the one its holder created before it died."""
+        """The record a previous claim names, or the one its holder created before it died."""
         if previous is None:
             return None
         if previous.image_id:
-            try:
-                record = self.s.ims.get_image(previous.image_id)
-            except ImsApiError as err:
-                if err.status == 404:
-                    return None
-                raise
-            return record if record.get("name") == image_name else None
+            return self._image_named(previous.image_id, image_name)
         if previous.state == RUNNING and previous.creating_since:
             # The earlier run died between its create and naming the record in the claim: look for it.
             LOGGER.info("an earlier run of this job may have created a record; looking for it")
