@@ -282,3 +282,12 @@ def artifact_bytes_sent(proxy: Any) -> int:
     from ims_python_helper.claims import CLAIM_PREFIX  # noqa: PLC0415
 
     return sum(e.body_bytes for e in proxy.writes() if CLAIM_PREFIX not in e.path)
+
+
+#: The IMS generations end-to-end tests can run against: today's, and IMS before 3.16 (no image metadata).
+IMS_MODES = ("current", "legacy")
+
+
+def stack_in_mode(mode: str, base: LocalStack, legacy_stacks: Callable[[LocalStack], LocalStack]) -> LocalStack:
+    """For a module's ``stack`` fixture over ``IMS_MODES``: the base stack, or its legacy twin (same S3)."""
+    return legacy_stacks(base) if mode == "legacy" else base
