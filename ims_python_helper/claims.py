@@ -135,6 +135,8 @@ class RunClaim:
         self.state = ClaimState(self.token, socket.gethostname(), os.getpid(), 0.0, job_id=job_id, image_name=image_name)
         self.etag = ""
         self.lost = False
+        #: When (monotonic) a write of ours last landed: until STALE_SECONDS later nobody can take the claim over.
+        self.confirmed = float("-inf")
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -182,11 +184,14 @@ class RunClaim:
         if stored is None or stored.owner != self.token:
             return False
         self.etag = etag
+        self.confirmed = time.monotonic()
         return True
 
-    def _put_ours(self, **changes: Any) -> bool:
+    def _put_ours(self, beat: bool = False, **changes: Any) -> bool:
         """Replace our own claim with changed fields; False when it is no longer ours."""
         with self._lock:
+            if beat and self._stop.is_set():
+                return True  # the run has ended: a late heartbeat must not bring the claim back
             if self.lost:
                 return False
             updated = ClaimState(**{**asdict(self.state), **changes})
@@ -258,9 +263,16 @@ class RunClaim:
             raise ClaimError(self.lost_message())
 
     def still_ours(self) -> bool:
-        """True while the stored claim carries this run's token (read from S3, not assumed)."""
+        """True while the claim is this run's.
+
+        Within half of ``STALE_SECONDS`` of our last landed write nobody can have
+        taken it over (takeover needs an older heartbeat), so no request is made:
+        cleanup stays fast when S3 hangs. Later the stored claim is read.
+        """
         if self.lost:
             return False
+        if time.monotonic() - self.confirmed < STALE_SECONDS / 2:
+            return True
         try:
             stored, _, _ = self._read()
         except StorageError:
@@ -284,12 +296,13 @@ class RunClaim:
             yield
         finally:
             self._stop.set()
-            thread.join(timeout=interval)
+            # Not waiting long: a heartbeat stuck on a hung S3 must not hold the run's end (it is a daemon).
+            thread.join(timeout=0.1)
 
     def _beat(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                if not self._put_ours(heartbeat=time.time()):
+                if not self._put_ours(beat=True, heartbeat=time.time()):
                     LOGGER.error("%s", self.lost_message())
                     return
             except ImsHelperError as err:
@@ -318,8 +331,8 @@ class RunClaim:
 
     def _delete_ours(self) -> None:
         """Delete the claim if it is still ours (``If-Match`` where honoured, checked just before anyway)."""
+        self._stop.set()
         with self._lock:
-            self._stop.set()
             if self.lost or not self.still_ours():
                 return
             try:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from .claims import RUNNING, ClaimError, ClaimState, RunClaim
 from .checks import LocalArtifact, check_arch, check_job_status, check_name, check_uuid
-from .errors import ImsApiError, ImsHelperError, ImsImagesExistWithName, InputError, StorageError, TransportError
+from .errors import CleanupError, ImsApiError, ImsHelperError, ImsImagesExistWithName, InputError, StorageError, TransportError
 from .ims import Record
 from .manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
 from .transfer import ArtifactUpload, UploadedObject
@@ -149,6 +149,10 @@ class ImagePublisher:
                     result = self._reuse_by_name(image_name, artifacts, job_id)
                 if result is None:
                     result = self._publish_new(image_name, artifacts, job_id, arch)
+        except CleanupError:
+            # S3 or IMS is failing (what is left is named in the error): no more waiting on them for the claim.
+            LOGGER.warning("leaving the run claim %s; a re-run of the job takes it over", claim.url)
+            raise
         except BaseException:
             claim.release(keep_image=self._record_left(claim.state.image_id))
             raise
