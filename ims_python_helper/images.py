@@ -144,6 +144,8 @@ class ImagePublisher:
         self._claim = claim
         try:
             with claim.heartbeat():
+                # Read again now that the claim is ours: a run we waited for may have finished the job meanwhile.
+                job = require_job(self.s, job_id)
                 result = self._resume(previous, job_id, job, image_name, artifacts)
                 if result is None and skip_existing:
                     result = self._reuse_by_name(image_name, artifacts, job_id)
