@@ -17,6 +17,7 @@ the empty one, with no image list read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -164,23 +165,22 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=128, help="rootfs size in MiB")
     parser.add_argument("--s3", default="moto", choices=("moto", "ceph"), help="S3 engine")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="catalogue-bench-") as temp:
-        base = Path(temp)
+    with contextlib.ExitStack() as resources:
+        base = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="catalogue-bench-")))
         flags = make_artifacts(base / "artifacts", args.mib)
-        with LocalStack(data_dir=base / "empty", s3=args.s3) as empty:
-            with LocalStack(data_dir=base / "seeded", s3_backend=empty.s3) as seeded:
-                seeded.ims.seed_images(args.records)  # type: ignore[union-attr]
-                relays = {"empty": CountingRelay(empty.ims.url), "seeded": CountingRelay(seeded.ims.url)}  # type: ignore[union-attr]
-                stacks = {"empty": empty, "seeded": seeded}
-                runs: Dict[str, List[Dict[str, Any]]] = {"empty": [], "seeded": []}
-                try:
-                    for number in range(args.rounds):
-                        order = ("empty", "seeded") if number % 2 == 0 else ("seeded", "empty")
-                        for label in order:
-                            runs[label].append(publish(stacks[label], relays[label], flags, f"bench-{label}"))
-                finally:
-                    for relay in relays.values():
-                        relay.stop()
+        empty = resources.enter_context(LocalStack(data_dir=base / "empty", s3=args.s3))
+        seeded = resources.enter_context(LocalStack(data_dir=base / "seeded", s3_backend=empty.s3))
+        assert empty.ims is not None and seeded.ims is not None
+        seeded.ims.seed_images(args.records)
+        stacks = {"empty": empty, "seeded": seeded}
+        relays = {label: CountingRelay(local.ims.url) for label, local in stacks.items()}  # type: ignore[union-attr]
+        for relay in relays.values():
+            resources.callback(relay.stop)
+        runs: Dict[str, List[Dict[str, Any]]] = {"empty": [], "seeded": []}
+        for number in range(args.rounds):
+            order = ("empty", "seeded") if number % 2 == 0 else ("seeded", "empty")
+            for label in order:
+                runs[label].append(publish(stacks[label], relays[label], flags, f"bench-{label}"))
     print(f"\n{args.mib} MiB rootfs + 24 MiB kernel/initrd, {args.rounds} alternating rounds, S3 {args.s3}\n")
     print("| IMS | runs | wall s (median) | min-max | requests to IMS | bytes read from IMS | image lists read |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -132,7 +132,8 @@ class RunClaim:
         self.deadline = deadline or Deadline(None)
         self.wait = wait
         self.token = uuid.uuid4().hex
-        self.state = ClaimState(self.token, socket.gethostname(), os.getpid(), 0.0, job_id=job_id, image_name=image_name)
+        host, pid = socket.gethostname(), os.getpid()
+        self.state = ClaimState(self.token, host, pid, 0.0, job_id=job_id, image_name=image_name)
         self.etag = ""
         self.lost = False
         #: When (monotonic) a write of ours last landed: until STALE_SECONDS later nobody can take the claim over.

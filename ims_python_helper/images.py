@@ -14,9 +14,17 @@ import uuid
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote
 
-from .claims import RUNNING, ClaimError, ClaimState, RunClaim
 from .checks import LocalArtifact, check_arch, check_job_status, check_name, check_uuid
-from .errors import CleanupError, ImsApiError, ImsHelperError, ImsImagesExistWithName, InputError, StorageError, TransportError
+from .claims import RUNNING, ClaimError, ClaimState, RunClaim
+from .errors import (
+    CleanupError,
+    ImsApiError,
+    ImsHelperError,
+    ImsImagesExistWithName,
+    InputError,
+    StorageError,
+    TransportError,
+)
 from .ims import Record
 from .manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
 from .transfer import ArtifactUpload, UploadedObject

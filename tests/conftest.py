@@ -50,7 +50,8 @@ def legacy_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 
     def legacy_for(base: LocalStack) -> LocalStack:
         if id(base) not in made:
-            local = LocalStack(data_dir=tmp_path_factory.mktemp("stack-legacy"), s3_backend=base.s3, ims_schema="legacy")
+            directory = tmp_path_factory.mktemp("stack-legacy")
+            local = LocalStack(data_dir=directory, s3_backend=base.s3, ims_schema="legacy")
             local.start()
             made[id(base)] = local
         return made[id(base)]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import pytest
 import requests
 
+from ims_python_helper.claims import CLAIM_PREFIX
 from ims_python_helper.local.s3backend import S3Backend
 from ims_python_helper.local.s3client import backend_s3_client
 from ims_python_helper.local.stack import LocalStack
@@ -279,8 +280,6 @@ def assert_problem(response: requests.Response, status: int, detail_fragment: st
 
 def artifact_bytes_sent(proxy: Any) -> int:
     """Body bytes a client uploaded to S3 through ``proxy``, leaving out the run claims' small JSON objects."""
-    from ims_python_helper.claims import CLAIM_PREFIX  # noqa: PLC0415
-
     return sum(e.body_bytes for e in proxy.writes() if CLAIM_PREFIX not in e.path)
 
 

@@ -104,9 +104,7 @@ def test_a_rerun_of_a_job_on_ims_before_3_16_finishes_into_the_same_image(legacy
     assert_published(ims_api, s3, "old-ims-again", job, artifacts)
 
 
-def test_skip_existing_on_ims_before_3_16_returns_the_image_of_the_same_name(
-    legacy: LocalStack, run_cli, s3, tmp_path
-):
+def test_skip_existing_on_ims_before_3_16_returns_the_image_of_the_same_name(legacy: LocalStack, run_cli, s3, tmp_path):
     ims_api = ImsApi(legacy)
     artifacts = tiny_artifacts(tmp_path / "artifacts", 11)
     first = _run(run_cli, legacy, *publish_argv("old-ims-skip", None, artifacts))

@@ -124,7 +124,8 @@ def test_sigkill_at_random_moments_then_a_rerun_finishes_exactly_one_linked_imag
     # Records of the same name a run must never take: another job's unfinished one, and a bare one.
     other_job = ims_api.new_job()
     # IMS before 3.16 keeps no metadata: there the other job's record is as bare as the second decoy.
-    other = {} if legacy else {"metadata": {JOB_METADATA_KEY: other_job, RUN_METADATA_KEY: run_key_for(other_job, name)}}
+    keys = {JOB_METADATA_KEY: other_job, RUN_METADATA_KEY: run_key_for(other_job, name)}
+    other = {} if legacy else {"metadata": keys}
     decoys = [ims_api.post("/images", {"name": name, **other}), ims_api.post("/images", {"name": name})]
     before = snapshot()
 
