@@ -50,7 +50,11 @@ WAIT_SECONDS = 300.0
 #: Pause between looks at a claim another run holds.
 POLL_SECONDS = 0.5
 
-RUNNING, DONE, RELEASED = "running", "done", "released"
+RUNNING, RELEASED = "running", "released"
+#: S3 error codes of a conditional write that did not hold, and of a claim that is not there.
+REFUSED = ("412", "PreconditionFailed", "409", "ConditionalRequestConflict")
+ABSENT = ("404", "NoSuchKey", "NotFound")
+JSON = "application/json"
 
 
 class ClaimError(ImsHelperError):
@@ -148,17 +152,24 @@ class RunClaim:
 
     # -- S3 -------------------------------------------------------------------------
 
+    def _s3(self, action: str, call: Callable[[], Any], expected: Tuple[str, ...] = ()) -> Any:
+        """Run one S3 call on the claim; None when S3 answers one of the ``expected`` error codes."""
+        try:
+            return call()
+        except botocore.exceptions.ClientError as err:
+            if s3_error_code(err) in expected:
+                return None
+            raise StorageError(f"cannot {action} the run claim {self.url}: {describe_s3_error(err)}") from None
+        except botocore.exceptions.BotoCoreError as err:
+            raise StorageError(f"cannot {action} the run claim {self.url}: {describe_s3_error(err)}") from None
+
     def _read(self) -> Tuple[Optional[ClaimState], str, bool]:
         """``(state, etag, exists)`` of the claim object as stored now."""
-        try:
-            answer = self.storage.client.get_object(Bucket=self.storage.bucket, Key=self.key)
-            data = answer["Body"].read()
-        except botocore.exceptions.ClientError as err:
-            if s3_error_code(err) in ("404", "NoSuchKey", "NotFound"):
-                return None, "", False
-            raise StorageError(f"cannot read the run claim {self.url}: {describe_s3_error(err)}") from None
-        except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(f"cannot read the run claim {self.url}: {describe_s3_error(err)}") from None
+        client, bucket = self.storage.client, self.storage.bucket
+        answer = self._s3("read", lambda: client.get_object(Bucket=bucket, Key=self.key), ABSENT)
+        if answer is None:
+            return None, "", False
+        data = self._s3("read", answer["Body"].read)
         return ClaimState.parse(data), str(answer.get("ETag", "")).strip('"'), True
 
     def _write(self, state: ClaimState, condition: Callable[[], Any]) -> bool:
@@ -167,20 +178,10 @@ class RunClaim:
         True when the write landed and reading it back shows this run's token
         (a server that ignores the condition is caught by the read-back).
         """
-        try:
-            self.storage.client.put_object(
-                Bucket=self.storage.bucket,
-                Key=self.key,
-                Body=state.to_json(),
-                ContentType="application/json",
-                **condition(),
-            )
-        except botocore.exceptions.ClientError as err:
-            if s3_error_code(err) in ("412", "PreconditionFailed", "409", "ConditionalRequestConflict"):
-                return False
-            raise StorageError(f"cannot write the run claim {self.url}: {describe_s3_error(err)}") from None
-        except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(f"cannot write the run claim {self.url}: {describe_s3_error(err)}") from None
+        client, bucket, body = self.storage.client, self.storage.bucket, state.to_json()
+        put = lambda: client.put_object(Bucket=bucket, Key=self.key, Body=body, ContentType=JSON, **condition())  # noqa: E731
+        if self._s3("write", put, REFUSED) is None:
+            return False
         stored, etag, _ = self._read()
         if stored is None or stored.owner != self.token:
             return False
@@ -336,11 +337,6 @@ class RunClaim:
         with self._lock:
             if self.lost or not self.still_ours():
                 return
-            try:
-                self.storage.client.delete_object(Bucket=self.storage.bucket, Key=self.key, IfMatch=self.etag)
-            except botocore.exceptions.ClientError as err:
-                if s3_error_code(err) in ("412", "PreconditionFailed", "404", "NoSuchKey"):
-                    return
-                raise StorageError(f"cannot remove the run claim {self.url}: {describe_s3_error(err)}") from None
-            except botocore.exceptions.BotoCoreError as err:
-                raise StorageError(f"cannot remove the run claim {self.url}: {describe_s3_error(err)}") from None
+            client, bucket = self.storage.client, self.storage.bucket
+            delete = lambda: client.delete_object(Bucket=bucket, Key=self.key, IfMatch=self.etag)  # noqa: E731
+            self._s3("remove", delete, REFUSED + ABSENT)
