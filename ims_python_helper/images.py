@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote
 
 from .checks import LocalArtifact, check_arch, check_job_status, check_name, check_uuid
-from .errors import ImsApiError, ImsImagesExistWithName, InputError, StorageError, TransportError
+from .claims import RUNNING, ClaimError, ClaimState, RunClaim
+from .errors import CleanupError, ImsApiError, ImsImagesExistWithName, InputError, StorageError, TransportError
 from .ims import Record
 from .manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
 from .transfer import ArtifactUpload, UploadedObject
@@ -58,6 +59,8 @@ class ImagePublisher:
 
     def __init__(self, services: Services) -> None:
         self.s = services
+        #: The run claim of the publish in progress (with a job id).
+        self._claim: Optional[RunClaim] = None
 
     # -- manifests ----------------------------------------------------------------
 
@@ -123,24 +126,100 @@ class ImagePublisher:
     def publish(
         self, image_name: str, artifacts: Artifacts, job_id: Optional[str], skip_existing: bool, arch: Optional[str]
     ) -> Dict[str, Any]:
-        """Publish checked artifacts (see ``ImsHelper.image_upload_artifacts``)."""
+        """Publish checked artifacts (see ``ImsHelper.image_upload_artifacts``).
+
+        With a job id the run first takes the job's run claim (``claims``): a
+        record an earlier run of the job created is found through it by a direct
+        read, and an overlapping run of the same job waits or fails instead of
+        touching this run's work. Images are listed only for ``skip_existing``.
+        """
         # Everything cheap is checked before the first byte goes up.
-        if job_id:
-            require_job(self.s, job_id)
+        job = require_job(self.s, job_id) if job_id else None
         self.s.storage.check_bucket()
+        if not job_id or job is None:
+            result = self._reuse_by_name(image_name, artifacts, None) if skip_existing else None
+            return result if result is not None else self._publish_new(image_name, artifacts, None, arch)
+        claim = RunClaim(self.s.storage, run_key_for(job_id, image_name), job_id, image_name, self.s.deadline)
+        previous = claim.acquire()
+        self._claim = claim
+        try:
+            with claim.heartbeat():
+                # Read again now that the claim is ours: a run we waited for may have finished the job meanwhile.
+                job = require_job(self.s, job_id)
+                result = self._resume(previous, job_id, job, image_name, artifacts)
+                if result is None and skip_existing:
+                    result = self._reuse_by_name(image_name, artifacts, job_id)
+                if result is None:
+                    result = self._publish_new(image_name, artifacts, job_id, arch)
+        except CleanupError:
+            # S3 or IMS is failing (what is left is named in the error): no more waiting on them for the claim.
+            LOGGER.warning("leaving the run claim %s; a re-run of the job takes it over", claim.url)
+            raise
+        except BaseException:
+            claim.release(keep_image=self._record_left(claim.state.image_id))
+            raise
+        finally:
+            self._claim = None
+        claim.finish()
+        return result
+
+    def _resume(
+        self, previous: Optional[ClaimState], job_id: str, job: Record, image_name: str, artifacts: Artifacts
+    ) -> Optional[Dict[str, Any]]:
+        """Finish or fill the record an earlier run of this job made; None when there is none.
+
+        The claim names an unfinished one; a finished one is the job's
+        ``resultant_image_id``. Both are read directly: no image list.
+        """
+        record = self._record_of(previous, image_name, run_key_for(job_id, image_name))
+        if record is None and isinstance(job.get("resultant_image_id"), str) and job["resultant_image_id"]:
+            record = self._image_named(job["resultant_image_id"], image_name)
+        if record is None:
+            return None
+        done = "image %s was already published by this job; finishing"
+        empty = "resuming into image %s, created by an earlier run of this job"
+        return self._reuse([record], artifacts, job_id, done, empty)
+
+    def _image_named(self, image_id: str, image_name: str) -> Optional[Record]:
+        """The record ``image_id`` when it exists and is named ``image_name`` (a direct GET)."""
+        try:
+            record = self.s.ims.get_image(image_id)
+        except ImsApiError as err:
+            if err.status in (400, 404):
+                return None
+            raise
+        return record if record.get("name") == image_name else None
+
+    def _record_left(self, image_id: str) -> bool:
+        """True when the record ``image_id`` still exists (or IMS cannot say) after a failed run."""
+        if not image_id:
+            return False
+        try:
+            self.s.ims.get_image(image_id)
+        except ImsApiError as err:
+            return err.status != 404
+        except Exception:  # IMS cannot say: keep naming the record, the next run reads it again
+            return True
+        return True
+
+    def _record_of(self, previous: Optional[ClaimState], image_name: str, run_key: str) -> Optional[Record]:
+        """The record a previous claim names, or the one its holder created before it died."""
+        if previous is None:
+            return None
+        if previous.image_id:
+            return self._image_named(previous.image_id, image_name)
+        if previous.state == RUNNING and previous.creating_since:
+            # The earlier run died between its create and naming the record in the claim: look for it.
+            LOGGER.info("an earlier run of this job may have created a record; looking for it")
+            return self.s.ims.find_created_image(image_name, run_key, previous.creating_since)
+        return None
+
+    def _reuse_by_name(self, image_name: str, artifacts: Artifacts, job_id: Optional[str]) -> Optional[Dict[str, Any]]:
+        """``--skip-existing``: a same-name record that already holds these files, or one without any."""
         same_name = [r for r in self.s.ims.list_images() if r.get("name") == image_name]
-        run_key = run_key_for(job_id, image_name) if job_id else None
-        result = None
-        if run_key:
-            ours = [r for r in same_name if (r.get("metadata") or {}).get(RUN_METADATA_KEY) == run_key]
-            done = "image %s was already published by this job; finishing"
-            empty = "resuming into image %s, created by an earlier run of this job"
-            result = self._reuse(ours, artifacts, job_id, done, empty)
-        if result is None and skip_existing:
-            done = "image %s already holds these artifacts; nothing to upload"
-            empty = "reusing image %s, which has no artifacts yet"
-            result = self._reuse(same_name, artifacts, job_id, done, empty)
-        return result if result is not None else self._publish_new(image_name, artifacts, job_id, run_key, arch)
+        done = "image %s already holds these artifacts; nothing to upload"
+        empty = "reusing image %s, which has no artifacts yet"
+        return self._reuse(same_name, artifacts, job_id, done, empty)
 
     def _reuse(
         self, records: List[Record], artifacts: Sequence[LocalArtifact], job_id: Optional[str], done: str, empty: str
@@ -156,23 +235,33 @@ class ImagePublisher:
         return None
 
     def _publish_new(
-        self,
-        image_name: str,
-        artifacts: Sequence[LocalArtifact],
-        job_id: Optional[str],
-        run_key: Optional[str],
-        arch: Optional[str],
+        self, image_name: str, artifacts: Sequence[LocalArtifact], job_id: Optional[str], arch: Optional[str]
     ) -> Dict[str, Any]:
-        if job_id and run_key:
-            metadata = {JOB_METADATA_KEY: job_id, RUN_METADATA_KEY: run_key}
+        if job_id:
+            metadata = {JOB_METADATA_KEY: job_id, RUN_METADATA_KEY: run_key_for(job_id, image_name)}
         else:
             # A key of this run's own, so a create whose answer was lost is found, not made twice.
             metadata = {RUN_METADATA_KEY: uuid.uuid4().hex}
-        record = self.s.ims.create_image(image_name, arch=arch, metadata=metadata)
+        since = self._claim.state.creating_since if self._claim is not None else None
+        record = self.s.ims.create_image(image_name, arch=arch, metadata=metadata, since=since)
         if not isinstance(record.get("id"), str) or not record["id"]:
             raise TransportError("IMS created an image record without an id")
         LOGGER.info("created image record %s for %r", record["id"], image_name)
         return self._publish_into(record, created=True, artifacts=artifacts, job_id=job_id)
+
+    def _owned(self) -> bool:
+        """True unless another run of the job has taken this run's claim over (checked in S3)."""
+        return self._claim is None or self._claim.still_ours()
+
+    def _check_claim(self, image_id: str) -> None:
+        """Name the record in the claim (once) and make sure the claim is still this run's."""
+        claim = self._claim
+        if claim is None:
+            return
+        if claim.state.image_id != image_id:
+            claim.record_image(image_id)
+        elif not claim.still_ours():
+            raise ClaimError(claim.lost_message())
 
     def _result(
         self, record: Record, image_id: str, entries: List[ManifestEntry], job_id: Optional[str]
@@ -199,19 +288,21 @@ class ImagePublisher:
     ) -> Dict[str, Any]:
         image_id = check_uuid(record["id"], "image id returned by IMS")
         prefix = f"{image_id}/"
-        cleanup = Cleanup(self.s, "publish")
+        cleanup = Cleanup(self.s, "publish", owned=self._owned)
         cleanup.objects(prefix, [prefix + a.kind.key for a in artifacts] + [prefix + MANIFEST_KEY])
         if created:
             # A record that carries the job's run key is kept when S3 fails: a re-run of the job finishes it.
             delete = lambda: self.s.ims.delete_image(image_id)  # noqa: E731
             cleanup.record(f"IMS image record {image_id}", delete, keep_if_s3_fails=bool(job_id))
         try:
+            self._check_claim(image_id)
             if not created:
                 # A killed run may have left parts behind; they are ours to clear.
                 for key in self.s.storage.abort_multipart_uploads(prefix):
                     LOGGER.info("aborted an unfinished upload of %s left by an earlier run", key)
             entries = self._upload(image_id, str(record.get("name", "")), prefix, artifacts, job_id)
             manifest_entry = self._store_manifest(prefix + MANIFEST_KEY, Manifest(artifacts=entries))
+            self._check_claim(image_id)
             linked = self._link_image(image_id, manifest_entry.link)
             return self._result(linked, image_id, [*entries, manifest_entry], job_id)
         except BaseException as err:

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import time
+from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 import requests
@@ -42,6 +43,8 @@ class ImsClient:
         self.session = session
         self.timeout = timeout
         self.deadline = deadline or Deadline(None)
+        #: Whether IMS keeps image ``metadata``: None until a create shows it, False for IMS before 3.16.
+        self.image_metadata: Optional[bool] = None
 
     def __repr__(self) -> str:
         return f"<ImsClient {self.base_url}>"
@@ -90,28 +93,62 @@ class ImsClient:
         """One image record."""
         return dict(self._call("GET", f"/images/{image_id}"))
 
-    def create_image(self, name: str, arch: Optional[str] = None, metadata: Optional[Dict[str, str]] = None) -> Record:
+    def create_image(
+        self,
+        name: str,
+        arch: Optional[str] = None,
+        metadata: Optional[Dict[str, str]] = None,
+        since: Optional[str] = None,
+    ) -> Record:
         """Create an image record.
 
         With ``metadata`` carrying a run key the create is safe to repeat: after a
         transient failure the records are searched for that key before trying again,
-        so a POST that did land is not made twice.
+        so a POST that did land is not made twice. IMS before 3.16 refuses
+        ``metadata`` with a 400 naming it; then the record is created without it
+        (remembered for the rest of the run), and ``since`` (an IMS time) lets a
+        repeat find the record instead: same name, no link, created since then.
         """
         body: Record = {"name": name}
         if arch:
             body["arch"] = arch
-        if metadata:
+        if metadata and self.image_metadata is not False:
             body["metadata"] = dict(metadata)
         run_key = (metadata or {}).get(RUN_METADATA_KEY)
-        return self._create_once("/images", body, lambda: self._find_image_by_run_key(name, run_key))
+        try:
+            return self._create_once("/images", body, lambda: self._find_created_image(body, run_key, since))
+        except ImsApiError as err:
+            if "metadata" not in body or not refuses_metadata(err):
+                raise
+        LOGGER.info("IMS refuses image metadata (IMS before 3.16); creating the record without it")
+        self.image_metadata = False
+        body.pop("metadata")
+        return self._create_once("/images", body, lambda: self._find_created_image(body, run_key, since))
 
-    def _find_image_by_run_key(self, name: str, run_key: Optional[str]) -> Optional[Record]:
-        if not run_key:
-            return None
+    def _find_created_image(self, body: Record, run_key: Optional[str], since: Optional[str]) -> Optional[Record]:
+        """The record an earlier POST of ``body`` created (listing images: only after a lost answer)."""
+        if "metadata" in body:
+            return self.find_created_image(body["name"], run_key, None)
+        return self.find_created_image(body["name"], None, since)
+
+    def find_created_image(self, name: str, run_key: Optional[str], since: Optional[str]) -> Optional[Record]:
+        """A record named ``name`` that a create whose answer was lost made.
+
+        The record carrying ``run_key`` in its metadata; else (IMS before 3.16
+        keeps no metadata) the newest one without metadata and link created at
+        or after the IMS time ``since``. Lists every image: only for this rare case.
+        """
+        start = parse_time(since) if since else None
+        unlinked: List[Record] = []
         for record in self.list_images():
-            if record.get("name") == name and (record.get("metadata") or {}).get(RUN_METADATA_KEY) == run_key:
+            if record.get("name") != name:
+                continue
+            key = (record.get("metadata") or {}).get(RUN_METADATA_KEY)
+            if run_key and key == run_key:
                 return record
-        return None
+            if key is None and not record.get("link") and _created_since(record, start):
+                unlinked.append(record)
+        return unlinked[-1] if unlinked else None
 
     def _create_once(self, path: str, body: Record, find_existing: Any) -> Record:
         """POST ``body``; on a transient failure look for the record before posting again."""
@@ -176,6 +213,26 @@ class ImsClient:
     def delete_recipe(self, recipe_id: str) -> None:
         """Delete a recipe record."""
         self._call("DELETE", f"/recipes/{recipe_id}", expect=type(None))
+
+
+def refuses_metadata(err: ImsApiError) -> bool:
+    """True for the 400 with which IMS before 3.16 refuses the image field ``metadata``."""
+    return err.status == 400 and "metadata" in err.detail
+
+
+def parse_time(text: str) -> Any:
+    """An IMS time (``2026-12-01T10:00:00.123456Z`` or with ``+00:00``) as an aware datetime; None if unreadable."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _created_since(record: Record, start: Any) -> bool:
+    """True when ``start`` is given and the record was created at or after it."""
+    created = parse_time(str(record.get("created", "")))
+    return start is not None and created is not None and created >= start
 
 
 def _records(values: List[Any], what: str) -> List[Record]:

@@ -81,11 +81,15 @@ class Cleanup:
     A record marked ``keep_if_s3_fails`` is then kept rather than deleted: a
     re-run finds it, clears its prefix and finishes it, whereas deleting it would
     orphan what is left in S3.
+
+    ``owned`` is asked before each destructive step: once it says False
+    (another run of the same job took the work over), nothing more is removed.
     """
 
-    def __init__(self, services: Services, what: str) -> None:
+    def __init__(self, services: Services, what: str, owned: Optional[Callable[[], bool]] = None) -> None:
         self.services = services
         self.what = what
+        self.owned = owned or (lambda: True)
         self.prefix: Optional[str] = None
         self.keys: List[str] = []
         self._record: Optional[Tuple[str, Callable[[], None], bool]] = None
@@ -103,6 +107,9 @@ class Cleanup:
         """Remove what the run created; raise ``CleanupError`` naming whatever is left."""
         LOGGER.warning("%s failed (%s); removing what this run created", self.what, type(original).__name__)
         self.services.deadline.allow_cleanup()
+        if not self.owned():
+            LOGGER.warning("another run of this job owns this image now; leaving its objects and record to it")
+            return
         leftovers, s3_failed = self._undo_objects()
         leftovers += self._undo_record(s3_failed)
         if leftovers:
@@ -136,6 +143,8 @@ class Cleanup:
         label, delete, keep_if_s3_fails = self._record
         if s3_failed and keep_if_s3_fails:
             return [f"{label} (kept: a re-run of this job finishes it)"]
+        if not self.owned():
+            return []  # another run of the job took it over while we removed the objects
         try:
             delete()
         except ImsApiError as err:

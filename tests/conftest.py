@@ -44,6 +44,24 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield local
 
 
+@pytest.fixture(scope="session")
+def legacy_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[LocalStack], LocalStack]]:
+    """Turns a stack into one whose IMS behaves like IMS before 3.16, sharing its S3 (made once per engine)."""
+    made: Dict[int, LocalStack] = {}
+
+    def legacy_for(base: LocalStack) -> LocalStack:
+        if id(base) not in made:
+            directory = tmp_path_factory.mktemp("stack-legacy")
+            local = LocalStack(data_dir=directory, s3_backend=base.s3, ims_schema="legacy")
+            local.start()
+            made[id(base)] = local
+        return made[id(base)]
+
+    yield legacy_for
+    for local in made.values():
+        local.stop()
+
+
 @pytest.fixture(autouse=True)
 def _s3_engine_can_serve(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test of a stack whose S3 engine can no longer serve (a full Ceph cluster), naming the reason."""

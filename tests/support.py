@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import pytest
 import requests
 
+from ims_python_helper.claims import CLAIM_PREFIX
 from ims_python_helper.local.s3backend import S3Backend
 from ims_python_helper.local.s3client import backend_s3_client
 from ims_python_helper.local.stack import LocalStack
@@ -330,3 +331,17 @@ def make_recipe(path: Path, text: bytes = b"<image/>\n") -> str:
         archive.addfile(info, io.BytesIO(text))
     path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
     return str(path)
+
+
+def artifact_bytes_sent(proxy: Any) -> int:
+    """Body bytes a client uploaded to S3 through ``proxy``, leaving out the run claims' small JSON objects."""
+    return sum(e.body_bytes for e in proxy.writes() if CLAIM_PREFIX not in e.path)
+
+
+#: The IMS generations end-to-end tests can run against: today's, and IMS before 3.16 (no image metadata).
+IMS_MODES = ("current", "legacy")
+
+
+def stack_in_mode(mode: str, base: LocalStack, legacy_stacks: Callable[[LocalStack], LocalStack]) -> LocalStack:
+    """For a module's ``stack`` fixture over ``IMS_MODES``: the base stack, or its legacy twin (same S3)."""
+    return legacy_stacks(base) if mode == "legacy" else base

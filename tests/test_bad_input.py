@@ -58,6 +58,11 @@ def publish(*options: str, name: str = "bad") -> Callable[[Artifacts, Path], Lis
     return lambda a, tmp: [*options, "image", "upload_artifacts", name, *a.flags("rootfs")]
 
 
+def publish_listing(name: str = "bad") -> Callable[[Artifacts, Path], List[str]]:
+    """``image upload_artifacts NAME -r ROOTFS --skip-existing``: the publish that reads the image list."""
+    return lambda a, tmp: ["image", "upload_artifacts", name, *a.flags("rootfs"), "--skip-existing"]
+
+
 def publish_with(rootfs: Callable[[Path], str], name: str = "bad") -> Callable[[Artifacts, Path], List[str]]:
     """``image upload_artifacts NAME -r <odd file>``."""
     return lambda a, tmp: ["image", "upload_artifacts", name, "-r", rootfs(tmp)]
@@ -146,7 +151,7 @@ CASES = [
     ),
     Case(
         "unreachable-ims",
-        lambda a, tmp: ["--deadline", "2", "image", "upload_artifacts", "bad", *a.flags("rootfs")],
+        lambda a, tmp: ["--deadline", "2", "image", "upload_artifacts", "bad", *a.flags("rootfs"), "--skip-existing"],
         1,
         # Retries until the deadline, so either "cannot reach IMS" or "deadline ... passed", with the reason.
         ("IMS GET /images at http://127.0.0.1:1", "(connection refused)"),
@@ -328,70 +333,70 @@ CASES = [
     # -- IMS answering garbage ------------------------------------------------------------
     Case(
         "ims-html-login-page",
-        publish(),
+        publish_listing(),
         1,
         "IMS GET /images answered HTTP 200 with a body that is not JSON (text/html: <!DOCTYPE html>",
         ims={"GET /images": Answer.html(200, "Please log in")},
     ),
     Case(
         "ims-html-500-page",
-        publish(),
+        publish_listing(),
         1,
         "IMS GET /images failed with HTTP 500: <!DOCTYPE html>",
         ims={"GET /images": Answer.html(500, "Internal Server Error")},
     ),
     Case(
         "ims-truncated-json",
-        publish(),
+        publish_listing(),
         1,
         'with a body that is not JSON (application/json: [{"id": "0e6d',
         ims={"GET /images": Answer(200, b'[{"id": "0e6d')},
     ),
     Case(
         "ims-body-cut-off",
-        publish(),
+        publish_listing(),
         1,
         "the answer was cut off before its end",
         ims={"GET /images": Answer(200, b"[{}", declared_length=4096)},
     ),
     Case(
         "ims-not-utf8",
-        publish(),
+        publish_listing(),
         1,
         "with a body that is not JSON",
         ims={"GET /images": Answer(200, b"\xff\xfe\x00\x81garbage")},
     ),
     Case(
         "ims-object-for-list",
-        publish(),
+        publish_listing(),
         1,
         "IMS GET /images answered with a JSON object, expected an array",
         ims={"GET /images": Answer.json({"images": []})},
     ),
     Case(
         "ims-list-of-strings",
-        publish(),
+        publish_listing(),
         1,
         "IMS GET /images answered with a list holding a JSON string, expected objects",
         ims={"GET /images": Answer.json(["a", "b"])},
     ),
     Case(
         "ims-100mb-body",
-        publish(),
+        publish_listing(),
         1,
         "IMS GET /images answered with 104857600 bytes, more than the 67108864 allowed",
         ims={"GET /images": Answer(filler_bytes=100 * MIB)},
     ),
     Case(
         "ims-100mb-chunked-body",
-        publish(),
+        publish_listing(),
         1,
         "IMS GET /images answered with more than the 67108864 bytes allowed",
         ims={"GET /images": Answer(filler_bytes=100 * MIB, chunked=True)},
     ),
     Case(
         "ims-gzip-bomb",
-        publish(),
+        publish_listing(),
         1,
         "IMS GET /images answered with more than the 67108864 bytes allowed",
         ims={"GET /images": Answer(body=lambda _auth: _gzip_bomb(), headers=(("Content-Encoding", "gzip"),))},

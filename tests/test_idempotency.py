@@ -25,7 +25,7 @@ import pytest
 from ims_python_helper.cli import Environment, main
 from ims_python_helper.local.stack import LocalStack
 from tests.faults.proxy import FaultProxy
-from tests.support import Artifacts, CliResult
+from tests.support import Artifacts, CliResult, artifact_bytes_sent
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_KINDS = ("rootfs", "kernel", "initrd", "debug", "boot_parameters")
@@ -335,5 +335,5 @@ def test_skip_existing_with_a_new_job_points_that_job_at_the_existing_image(publ
     assert result.json["ims_image_record"]["id"] == image["id"]
     assert result.json["ims_job_record"]["id"] == second_job
     assert ims_api.get(f"/jobs/{second_job}")["resultant_image_id"] == image["id"]
-    assert s3_proxy.bytes_sent == 0
+    assert artifact_bytes_sent(s3_proxy) == 0
     assert len(ims_api.images_named("job-reuse")) == 1

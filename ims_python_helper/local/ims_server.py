@@ -18,9 +18,10 @@ import json
 import logging
 import ssl
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast
 
 # Re-exported: these names lived here before the server was split into modules.
 from ims_python_helper.local.errors import ApiProblem
@@ -242,6 +243,24 @@ class ImsServer(BackgroundService):
         except Exception:
             log.debug("token check raised", exc_info=True)
             return False
+
+    def seed_images(self, count: int, name: str = "seeded") -> List[str]:
+        """Store ``count`` image records directly (no HTTP, one write), as a large catalogue; returns their ids.
+
+        Every other one is linked to a manifest path (never checked: these records
+        are only there to be listed) and carries metadata as the client writes it.
+        """
+        records = []
+        for number in range(count):
+            record: Dict[str, Any] = {"id": str(uuid.uuid4()), "created": utc_now(), "name": f"{name}-{number}"}
+            record["arch"] = "x86_64"
+            if number % 2:
+                record["link"] = {"type": "s3", "path": f"s3://boot-images/{record['id']}/manifest.json", "etag": ""}
+            if self.schema == CURRENT_SCHEMA:
+                record["metadata"] = {"ims-python-helper-run-key": uuid.uuid4().hex}
+            records.append(record)
+        self.api.store.put_many("images", records)
+        return [r["id"] for r in records]
 
     def log_request(self, method: str, path: str, status: int) -> None:
         """Append one line to the request log (never headers or bodies: they may hold secrets)."""

@@ -86,6 +86,13 @@ class RecordStore:
             self._records[collection][record["id"]] = copy.deepcopy(record)
             self._save(collection)
 
+    def put_many(self, collection: str, records: List[Dict[str, Any]]) -> None:
+        """Create or replace many records and persist the collection once (seeding a large catalogue)."""
+        with self.lock:
+            for record in records:
+                self._records[collection][record["id"]] = copy.deepcopy(record)
+            self._save(collection)
+
     def delete(self, collection: str, record_id: str) -> bool:
         """Remove a record; False when there was none."""
         with self.lock:

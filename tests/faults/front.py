@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Union
 
+import botocore.exceptions
+
 from ims_python_helper.artifacts import KIND_BY_NAME, MANIFEST_KEY
 from ims_python_helper.ims import JOB_METADATA_KEY
 from ims_python_helper.local.stack import LocalStack
@@ -133,9 +135,23 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 # -- what is stored --------------------------------------------------------------------
 
 
-def images_of_job(images: List[Dict[str, Any]], name: str, job_id: str) -> List[Dict[str, Any]]:
-    """Image records named ``name`` that a run for ``job_id`` made (by the metadata the client records)."""
-    return [i for i in images if i.get("name") == name and (i.get("metadata") or {}).get(JOB_METADATA_KEY) == job_id]
+def images_of_job(images: List[Dict[str, Any]], name: str, job_id: str, s3: Any = None) -> List[Dict[str, Any]]:
+    """Image records named ``name`` that a run for ``job_id`` made (by the metadata the client records).
+
+    IMS before 3.16 keeps no image metadata: with ``s3`` given, a record without
+    any counts when its rootfs object carries the job id in its S3 metadata.
+    """
+    return [i for i in images if i.get("name") == name and _made_by_job(i, job_id, s3)]
+
+
+def _made_by_job(record: Dict[str, Any], job_id: str, s3: Any) -> bool:
+    if "metadata" in record or s3 is None:
+        return (record.get("metadata") or {}).get(JOB_METADATA_KEY) == job_id
+    try:
+        head = s3.head_object(Bucket="boot-images", Key=f"{record['id']}/rootfs")
+    except botocore.exceptions.ClientError:
+        return False
+    return bool(head.get("Metadata", {}).get("x-shasta-ims-job-id") == job_id)
 
 
 def manifest_of(s3: Any, record: Dict[str, Any]) -> Dict[str, Any]:
@@ -174,7 +190,7 @@ def expected_keys(image_id: str, artifacts: Artifacts) -> List[str]:
 
 def assert_published(ims_api: Any, s3: Any, name: str, job_id: str, artifacts: Artifacts) -> Dict[str, Any]:
     """Check that ``job_id`` published ``artifacts`` as exactly one linked image ``name``; returns its record."""
-    ours = images_of_job(ims_api.get("/images"), name, job_id)
+    ours = images_of_job(ims_api.get("/images"), name, job_id, s3)
     assert len(ours) == 1, f"{len(ours)} image records named {name!r} for job {job_id}: {[i['id'] for i in ours]}"
     record = ours[0]
     image_id = record["id"]
