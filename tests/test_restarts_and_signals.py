@@ -21,16 +21,8 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from ims_python_helper.local.stack import LocalStack
-from tests.faults import ledger
-from tests.faults.front import (
-    ProxiedStack,
-    assert_published,
-    images_of_job,
-    proxied_stack,
-    publish_argv,
-    start_cli,
-    wait_for,
-)
+from tests.faults import front, ledger
+from tests.faults.front import ProxiedStack, assert_published, proxied_stack, publish_argv
 from tests.faults.proxy import Fault
 from tests.support import ImsApi, make_artifacts
 
@@ -45,8 +37,8 @@ pytestmark = [pytest.mark.wallclock, pytest.mark.usefixtures("fault_ledger_repor
 @pytest.fixture
 def proxied(stack: LocalStack) -> Iterator[ProxiedStack]:
     """The stack's IMS, token endpoint and S3, each behind a fault proxy."""
-    with proxied_stack(stack) as front:
-        yield front
+    with proxied_stack(stack) as proxies:
+        yield proxies
 
 
 def test_sigterm_while_s3_never_answers_ends_the_process_within_25_s_naming_what_is_left(
@@ -64,10 +56,10 @@ def test_sigterm_while_s3_never_answers_ends_the_process_within_25_s_naming_what
     argv = publish_argv(name, job, artifacts)  # the default -t (60 s) and --deadline (4 h)
     proxied.s3.throttle.rate = 4e6
     with open(tmp_path / "stderr.log", "w") as err:
-        process = start_cli(argv, {**stack_env, **proxied.env()}, subprocess.PIPE, err)
-        wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > 2 * MiB, 60, "the rootfs parts to be on the way")
+        process = front.start_cli(argv, {**stack_env, **proxied.env()}, subprocess.PIPE, err)
+        front.wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > 2 * MiB, 60, "the rootfs parts to be on the way")
         hung = proxied.s3.never_answer()
-        wait_for(lambda: hung.fired >= 1, 60, "a request to wait on the silent S3")
+        front.wait_for(lambda: hung.fired >= 1, 60, "a request to wait on the silent S3")
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:
@@ -83,7 +75,7 @@ def test_sigterm_while_s3_never_answers_ends_the_process_within_25_s_naming_what
     assert took < EXIT_BOUND, f"the process ended {took:.1f} s after SIGTERM"
     error = json.loads(out)["error"]
     assert error.startswith("interrupted by SIGTERM (cleanup incomplete; still present: "), error
-    [record] = images_of_job(ims_api.get("/images"), name, job)
+    [record] = front.images_of_job(ims_api.get("/images"), name, job)
     assert f"multipart uploads under s3://boot-images/{record['id']}/" in error
     assert f"IMS image record {record['id']} (kept: a re-run of this job finishes it)" in error
     lines = stderr.rstrip("\n").split("\n")
@@ -109,7 +101,7 @@ def test_s3_stopped_for_10_s_in_the_middle_of_a_publish_is_waited_for_and_the_pu
     outage: Dict[str, float] = {}
 
     def restart_s3_mid_rootfs() -> None:
-        wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > size // 4, 120, "a quarter of the rootfs to be sent")
+        front.wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > size // 4, 120, "a quarter of the rootfs sent")
         outage["sent"] = proxied.s3.body_bytes(r"/rootfs\?")
         outage["at"] = time.monotonic()
         proxied.s3.outage(10)
@@ -161,20 +153,20 @@ def test_answers_held_for_seconds_during_a_publish_with_one_second_tokens_cost_o
     ims_api = ImsApi(local)
     artifacts = make_artifacts(tmp_path / "artifacts", rootfs_size=32 * MiB, seed=HOLD_SEED)
     job = ims_api.new_job()
-    with proxied_stack(local) as front:
+    with proxied_stack(local) as proxies:
         holds: List[Any] = [
-            front.s3.add(Fault(action="hold", delay=5, delay_max=30, chance=0.3, times=3, seed=HOLD_SEED)),
+            proxies.s3.add(Fault(action="hold", delay=5, delay_max=30, chance=0.3, times=3, seed=HOLD_SEED)),
             # The create's answer past the 10 s timeout: the client must find its record, not make a second.
-            front.ims.add(Fault(action="hold", delay=12, method="POST", path="^/images$", times=1)),
-            front.ims.add(Fault(action="hold", delay=5, delay_max=30, chance=0.3, times=1, seed=HOLD_SEED)),
-            front.tokens.add(Fault(action="hold", delay=5, delay_max=8, chance=0.3, times=1, seed=HOLD_SEED)),
+            proxies.ims.add(Fault(action="hold", delay=12, method="POST", path="^/images$", times=1)),
+            proxies.ims.add(Fault(action="hold", delay=5, delay_max=30, chance=0.3, times=1, seed=HOLD_SEED)),
+            proxies.tokens.add(Fault(action="hold", delay=5, delay_max=8, chance=0.3, times=1, seed=HOLD_SEED)),
         ]
         argv = publish_argv("held-short-tokens", job, artifacts, "-t", "10", "--deadline", "600")
         argv[argv.index("--part-size") + 1] = "8"
         started = time.monotonic()
-        result = run_cli(*argv, env={**local.env(), **front.env(), "IMS_PROGRESS": "log"})
+        result = run_cli(*argv, env={**local.env(), **proxies.env(), "IMS_PROGRESS": "log"})
         took = time.monotonic() - started
-        grants = front.tokens.count(method="POST")
+        grants = proxies.tokens.count(method="POST")
         ledger.note(runs=1)
 
     assert result.code == 0, result.stderr
