@@ -110,8 +110,9 @@ class Cleanup:
         try:
             s3_failed = self._undo_objects(storage)
             self._undo_record(s3_failed)
-        except Interrupted as late:
-            LOGGER.warning("cleanup stopped by the %s", late.signal_name)
+        except Interrupted as late:  # a signal during the undo of another failure: say what is left, now
+            late.pending = self.pending
+            LOGGER.warning("cleanup stopped by %s", late.signal_name)
         if self.pending:
             raise CleanupError(original, list(self.pending)) from original
         if isinstance(original, Interrupted):
