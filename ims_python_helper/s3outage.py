@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from botocore.exceptions import ConnectionError, HTTPClientError
+from botocore.exceptions import ConnectionClosedError, ConnectionError
 from botocore.retries import quota, standard
 
 from .errors import Interrupted
@@ -40,7 +40,7 @@ BACKOFF_MAX = 8.0
 BACKOFF_JITTER = 0.5
 #: Longest wait after throttling (``SlowDown``), as botocore's own.
 THROTTLED_BACKOFF_MAX = 20.0
-#: How long S3 may fail to connect or answer before retries stop: about the sum of the waits above.
+#: How long S3 may refuse, reset or cut connections before they are no longer retried: about the waits above.
 OUTAGE_SECONDS = 16.0
 #: The most botocore's quota charges for one retry (5 to 14, depending on the version and the failure).
 MAX_RETRY_COST = 20
@@ -67,7 +67,7 @@ class DeadlineBackoff(standard.BaseRetryBackoff):  # type: ignore[misc]
 
 
 class OutageClock:
-    """Since when S3 has not answered at all: requests retry a lost connection only within ``OUTAGE_SECONDS`` of it.
+    """Since when S3 cannot be reached: a refused, reset or cut connection is retried only within ``OUTAGE_SECONDS``.
 
     The budget is per outage, not per request: once S3 has been unreachable that
     long, a request failing to connect is not retried (s3transfer's abort of a
@@ -105,7 +105,8 @@ class OutageConditions(standard.BaseRetryableChecker):  # type: ignore[misc]
         """True when the attempt that failed is to be made again."""
         if not self._standard.is_retryable(context):
             return False
-        unreachable = isinstance(context.caught_exception, (ConnectionError, HTTPClientError))
+        # Refused, reset or cut: S3 is not there. A read timeout is a slow S3, left to the attempts and the deadline.
+        unreachable = isinstance(context.caught_exception, (ConnectionError, ConnectionClosedError))
         return not unreachable or self._clock.still_trying()
 
 

@@ -7,7 +7,7 @@ for them; the scenarios (an RGW restart, a silent S3) are in
 
 from __future__ import annotations
 
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.retries import standard
 
 from ims_python_helper.s3outage import DeadlineBackoff, OutageClock, OutageConditions
@@ -50,3 +50,13 @@ def test_connection_failures_are_retried_only_within_one_budget_per_outage():
     clock.heard()  # S3 answered something: the next outage has its own budget
     assert conditions.is_retryable(refused(1))
     assert not conditions.is_retryable(refused(6)), "more attempts than max_attempts"
+
+
+def test_a_slow_s3_is_not_an_outage_its_read_timeouts_get_every_attempt():
+    clock = OutageClock(seconds=0.0)
+    conditions = OutageConditions(max_attempts=6, clock=clock)
+    slow = standard.RetryContext(
+        attempt_number=5, caught_exception=ReadTimeoutError(endpoint_url="http://s3"), request_context={}
+    )
+    assert conditions.is_retryable(slow)
+    assert not conditions.is_retryable(refused(1)), "no budget left for a refused connection"
