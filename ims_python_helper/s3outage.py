@@ -20,7 +20,7 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 
 from botocore.exceptions import ConnectionClosedError, ConnectionError
 from botocore.retries import quota, standard
@@ -139,24 +139,42 @@ def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, de
     events.register(f"after-call.{service}", clock.heard)
 
 
-def stop_transfers(manager: Any, transfers: Sequence[Any], threads: Sequence[Any], err: BaseException) -> bool:
-    """Cancel every s3transfer transfer of ``manager`` after ``err``; False when some were left running.
+def stop_transfers(
+    manager: Any, transfers: Sequence[Any], threads: Sequence[Any], err: BaseException
+) -> Tuple[bool, BaseException]:
+    """Cancel every s3transfer transfer of ``manager`` after ``err``; returns (some left running, error to raise).
 
     After any failure but a signal this waits for them, and for s3transfer's
-    aborts of their multipart uploads. After a signal it waits at most until
-    ``Interrupted.WIND_DOWN_SECONDS`` after it for the artifact ``threads``; the
-    uploads still waiting then (on a server that does not answer, until their
-    read timeout) are left to the process's exit.
+    aborts of their multipart uploads; a signal during that wait ends it, and
+    the ``Interrupted`` is then the error to raise. After a signal it waits at
+    most until ``Interrupted.WIND_DOWN_SECONDS`` after it for the artifact
+    ``threads``; uploads still waiting then (on a server that does not answer,
+    until their read timeout) are left to the process's exit.
     """
-    if isinstance(err, Interrupted):
-        for transfer in list(transfers):
-            transfer.cancel()
-        left = err.at + Interrupted.WIND_DOWN_SECONDS - time.monotonic()
-        _, running = concurrent.futures.wait(list(threads), timeout=max(0.0, left))
-        if running:
-            LOGGER.warning("%d upload(s) still waiting on S3 after the signal; not waiting for them", len(running))
-            return False
-    # Cancels what is queued or running and waits for it; TransferManager.shutdown(cancel=True)
-    # fails in s3transfer up to 0.19 at least (boto/s3transfer#143).
-    manager.__exit__(type(err), err, err.__traceback__)
-    return True
+    if isinstance(err, Interrupted) and not _wound_down(transfers, threads, err):
+        return True, err
+    LOGGER.info("stopping the uploads in flight after: %s", err)
+    # Cancels what is queued or running and waits for it, in a thread of its own so that a signal
+    # still reaches this one. (TransferManager.shutdown(cancel=True) fails in s3transfer up to 0.19
+    # at least: boto/s3transfer#143.)
+    closing = threading.Thread(
+        target=manager.__exit__, args=(type(err), err, err.__traceback__), name="transfers-stop", daemon=True
+    )
+    try:
+        closing.start()
+        closing.join()
+    except Interrupted as late:
+        LOGGER.warning("%s while the uploads were stopping after: %s", late.signal_name, err)
+        return True, late
+    return False, err
+
+
+def _wound_down(transfers: Sequence[Any], threads: Sequence[Any], interrupted: Interrupted) -> bool:
+    """Cancel the transfers and wait for the artifact threads until ``WIND_DOWN_SECONDS`` after the signal."""
+    for transfer in list(transfers):
+        transfer.cancel()
+    left = interrupted.at + Interrupted.WIND_DOWN_SECONDS - time.monotonic()
+    _, running = concurrent.futures.wait(list(threads), timeout=max(0.0, left))
+    if running:
+        LOGGER.warning("%d upload(s) still waiting on S3 after the signal; not waiting for them", len(running))
+    return not running

@@ -77,9 +77,12 @@ class Deadline:
             self._ends = max(self._ends, time.monotonic() + seconds)
 
     def interrupt(self, until: float) -> None:
-        """A signal arrived: end every wait and request by ``until`` (a ``time.monotonic()`` time), whatever is left."""
+        """A signal arrived: cleanup ends every wait and request by ``until`` (a ``time.monotonic()`` time).
+
+        Before or after the run's own deadline: like ``allow_cleanup``, this is cleanup's time, but fixed.
+        """
         self.interrupted = True
-        self._ends = until if self._ends is None else min(self._ends, until)
+        self._ends = until
 
     def cap(self, timeout: Optional[float]) -> Optional[float]:
         """``timeout`` shortened so it ends no later than the deadline (at least 0.1 s)."""

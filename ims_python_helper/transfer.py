@@ -291,8 +291,9 @@ class ArtifactUploader:
                 results = self._run_all(pool, manager, uploads)
             except BaseException as err:
                 self._cancelled.set()
-                self._abandoned = not stop_transfers(manager, self._transfers, self._futures, err)
-                raise
+                self._abandoned = True  # until stop_transfers has seen every transfer stop
+                self._abandoned, raised = stop_transfers(manager, self._transfers, self._futures, err)
+                raise raised
             manager.shutdown()
             succeeded = True
             return results

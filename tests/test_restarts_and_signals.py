@@ -90,6 +90,43 @@ def test_sigterm_while_s3_never_answers_ends_the_process_within_25_s_naming_what
     assert assert_published(ims_api, s3, name, job, artifacts)["id"] == record["id"]
 
 
+@pytest.mark.parametrize("stack", ["moto"], indirect=True)
+def test_sigterm_while_a_failed_run_waits_for_its_uploads_on_a_silent_s3_still_ends_within_25_s(
+    proxied, stack_env, ims_api, tmp_path
+):
+    """The deadline passes while S3 answers nothing; the run waits for the requests in flight (up to ``-t``, 60 s).
+
+    SIGTERM during that wait: the wait ends, cleanup runs once in the time a
+    signal leaves, and the final line names what is left.
+    """
+    artifacts = make_artifacts(tmp_path / "artifacts", rootfs_size=16 * MiB, seed=23)
+    job = ims_api.new_job()
+    proxied.s3.throttle.rate = 4e6
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        argv = publish_argv("sigterm-while-stopping", job, artifacts, "--deadline", "8")
+        process = front.start_cli(argv, {**stack_env, **proxied.env()}, subprocess.PIPE, err)
+        front.wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > 2 * MiB, 60, "the rootfs parts to be on the way")
+        proxied.s3.never_answer()
+        front.wait_for(lambda: "stopping the uploads in flight" in log.read_text(), 60, "the deadline to pass")
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            out, _ = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        took = time.monotonic() - signalled
+    stderr = log.read_text()
+    ledger.note(runs=1, signals=1, outages=1)
+
+    assert process.returncode == 1, stderr
+    assert took < EXIT_BOUND, f"the process ended {took:.1f} s after SIGTERM"
+    error = json.loads(out)["error"]
+    assert error.startswith("interrupted by SIGTERM (cleanup incomplete; still present: multipart uploads under"), error
+    assert stderr.rstrip("\n").split("\n")[-1] == FINAL_LINE + error
+    assert stderr.count("removing what this run created") == 1
+
+
 def test_s3_stopped_for_10_s_in_the_middle_of_a_publish_is_waited_for_and_the_publish_finishes(
     proxied, run_cli, ims_api, s3, tmp_path, snapshot
 ):
