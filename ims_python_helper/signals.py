@@ -52,6 +52,9 @@ class SignalGuard:
         self.timer: Optional[threading.Timer] = None
 
     def __enter__(self) -> SignalGuard:
+        # A new run in this process (tests drive the CLI in-process): its own final line, its own signal.
+        INTERRUPTED.clear()
+        _final_line_written.clear()
         if hasattr(signal, "SIGTERM"):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 try:
