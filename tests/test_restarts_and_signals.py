@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -32,6 +32,28 @@ EXIT_BOUND = 25.0
 FINAL_LINE = "ims_python_helper: error: "
 
 pytestmark = [pytest.mark.wallclock, pytest.mark.usefixtures("fault_ledger_report")]
+
+
+def sigterm(process: subprocess.Popen) -> Tuple[str, float]:
+    """Send SIGTERM and wait for the process to end; its stdout and the seconds it took (killed after 60)."""
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        out, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return out, time.monotonic() - signalled
+
+
+def assert_ended_in_time_with_one_final_line(process: subprocess.Popen, out: str, stderr: str, took: float) -> str:
+    """Exit 1 within ``EXIT_BOUND`` of the signal; the error line written last; the undo run once. Returns the error."""
+    assert process.returncode == 1, stderr
+    assert took < EXIT_BOUND, f"the process ended {took:.1f} s after SIGTERM"
+    error: str = json.loads(out)["error"]
+    lines = stderr.rstrip("\n").split("\n")
+    assert lines[-1] == FINAL_LINE + error, f"something was written after the final line: {lines[-3:]}"
+    assert stderr.count("removing what this run created") == 1, "the undo ran more than once"
+    return error
 
 
 @pytest.fixture
@@ -60,27 +82,16 @@ def test_sigterm_while_s3_never_answers_ends_the_process_within_25_s_naming_what
         front.wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > 2 * MiB, 60, "the rootfs parts to be on the way")
         hung = proxied.s3.never_answer()
         front.wait_for(lambda: hung.fired >= 1, 60, "a request to wait on the silent S3")
-        signalled = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        try:
-            out, _ = process.communicate(timeout=60)
-        finally:
-            process.kill()
-        took = time.monotonic() - signalled
+        out, took = sigterm(process)
     stderr = (tmp_path / "stderr.log").read_text()
     ledger.note(runs=1, signals=1, outages=1)
     print(f"\nSIGTERM with S3 never answering: the process ended {took:.1f} s after the signal")
 
-    assert process.returncode == 1, stderr
-    assert took < EXIT_BOUND, f"the process ended {took:.1f} s after SIGTERM"
-    error = json.loads(out)["error"]
+    error = assert_ended_in_time_with_one_final_line(process, out, stderr, took)
     assert error.startswith("interrupted by SIGTERM (cleanup incomplete; still present: "), error
     [record] = front.images_of_job(ims_api.get("/images"), name, job)
     assert f"multipart uploads under s3://boot-images/{record['id']}/" in error
     assert f"IMS image record {record['id']} (kept: a re-run of this job finishes it)" in error
-    lines = stderr.rstrip("\n").split("\n")
-    assert lines[-1] == FINAL_LINE + error, f"something was written after the final line: {lines[-3:]}"
-    assert stderr.count("removing what this run created") == 1, "the undo ran more than once"
 
     proxied.s3.clear()
     proxied.s3.throttle.rate = None
@@ -109,22 +120,12 @@ def test_sigterm_while_a_failed_run_waits_for_its_uploads_on_a_silent_s3_still_e
         front.wait_for(lambda: proxied.s3.body_bytes(r"/rootfs\?") > 2 * MiB, 60, "the rootfs parts to be on the way")
         proxied.s3.never_answer()
         front.wait_for(lambda: "stopping the uploads in flight" in log.read_text(), 60, "the deadline to pass")
-        signalled = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        try:
-            out, _ = process.communicate(timeout=60)
-        finally:
-            process.kill()
-        took = time.monotonic() - signalled
+        out, took = sigterm(process)
     stderr = log.read_text()
     ledger.note(runs=1, signals=1, outages=1)
 
-    assert process.returncode == 1, stderr
-    assert took < EXIT_BOUND, f"the process ended {took:.1f} s after SIGTERM"
-    error = json.loads(out)["error"]
+    error = assert_ended_in_time_with_one_final_line(process, out, stderr, took)
     assert error.startswith("interrupted by SIGTERM (cleanup incomplete; still present: multipart uploads under"), error
-    assert stderr.rstrip("\n").split("\n")[-1] == FINAL_LINE + error
-    assert stderr.count("removing what this run created") == 1
 
 
 def test_s3_stopped_for_10_s_in_the_middle_of_a_publish_is_waited_for_and_the_publish_finishes(
