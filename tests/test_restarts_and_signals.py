@@ -103,7 +103,7 @@ def test_sigterm_while_s3_never_answers_ends_the_process_within_25_s_naming_what
 
 @pytest.mark.parametrize("stack", ["moto"], indirect=True)
 def test_sigterm_while_a_failed_run_waits_for_its_uploads_on_a_silent_s3_still_ends_within_25_s(
-    proxied, stack_env, ims_api, tmp_path
+    proxied, stack_env, run_cli, ims_api, s3, tmp_path
 ):
     """The deadline passes while S3 answers nothing; the run waits for the requests in flight (up to ``-t``, 60 s).
 
@@ -126,6 +126,14 @@ def test_sigterm_while_a_failed_run_waits_for_its_uploads_on_a_silent_s3_still_e
 
     error = assert_ended_in_time_with_one_final_line(process, out, stderr, took)
     assert error.startswith("interrupted by SIGTERM (cleanup incomplete; still present: multipart uploads under"), error
+
+    # S3 back, the same command finishes what the run left (and leaves no open upload to later tests).
+    proxied.s3.clear()
+    proxied.s3.throttle.rate = None
+    rerun = run_cli(*argv, env=proxied.env())
+    ledger.note(runs=1, reruns=1)
+    assert rerun.code == 0, rerun.stderr
+    assert_published(ims_api, s3, "sigterm-while-stopping", job, artifacts)
 
 
 def test_s3_stopped_for_10_s_in_the_middle_of_a_publish_is_waited_for_and_the_publish_finishes(
