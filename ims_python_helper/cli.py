@@ -12,17 +12,15 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple, Union
 
 from . import __version__
 from .arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from, uuid_argument
 from .checks import NO_ROOTFS, LocalArtifact, check_file, check_name, check_publish
 from .config import OPTIONS, Option, Settings, describe_source, file_dest, resolve_settings
-from .errors import ExitStatus, ImsHelperError, UsageError
+from .errors import ExitStatus, ImsHelperError, Interrupted, UsageError  # noqa: F401  (Interrupted: its old place)
 from .helper import ImsHelper
 from .jobsteps import (
     STEP_TEXTS,
@@ -35,6 +33,7 @@ from .jobsteps import (
 )
 from .progress import make_progress
 from .redact import install_log_redaction, redact
+from .signals import SignalGuard, exit_process, write_final_line
 from .vocabulary import ARCHES, ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET, JOB_STATUSES, RECIPE_DISTROS
 
 PROG = "ims_python_helper"
@@ -52,10 +51,6 @@ class Environment:
 
 #: A command: parsed arguments and the environment in, an exit status or a JSON-able result out.
 Handler = Callable[[argparse.Namespace, Environment], Union[int, Dict[str, Any]]]
-
-
-class Interrupted(ImsHelperError):
-    """SIGINT or SIGTERM arrived; the run cleans up like any failure."""
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -235,7 +230,7 @@ def client_command(run: Callable[[argparse.Namespace, Settings, Environment], Di
                     "use its file or environment variable instead",
                     flag,
                 )
-            with _SignalGuard():
+            with SignalGuard(lambda message: _report_failure(message, env, as_json=True)):
                 return run(args, settings, env)
         except ImsHelperError:
             raise
@@ -369,31 +364,16 @@ def _one_line(message: str) -> str:
     return " ".join(redact(message).split())
 
 
-class _SignalGuard:
-    """Turns SIGINT/SIGTERM into ``Interrupted`` once, so the run cleans up; later signals wait for cleanup."""
+def _report_failure(message: str, env: Environment, as_json: bool) -> None:
+    """The failure JSON (``as_json``) and the one-line error; after a signal only the first such report is written."""
 
-    def __init__(self) -> None:
-        self.previous: Dict[int, Any] = {}
-        self.fired = False
+    def write() -> None:
+        if as_json:
+            _print_json({"result": "failure", "error": message}, env.stdout)
+        env.stderr.write(f"{PROG}: error: {message}\n")
+        env.stderr.flush()
 
-    def __enter__(self) -> _SignalGuard:
-        if hasattr(signal, "SIGTERM"):
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    self.previous[signum] = signal.signal(signum, self._handle)
-                except ValueError:  # not the main thread: leave signals alone
-                    pass
-        return self
-
-    def _handle(self, signum: int, _frame: Optional[FrameType]) -> None:
-        if self.fired:
-            return
-        self.fired = True
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; what this run created was removed")
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+    write_final_line(write)
 
 
 def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) -> int:
@@ -412,18 +392,14 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
         _print_json(result, env.stdout)
         return int(ExitStatus.SUCCESS)
     except ImsHelperError as err:
-        message = _one_line(str(err))
-        _print_json({"result": "failure", "error": message}, env.stdout)  # usage errors too: callers read stdout
-        env.stderr.write(f"{PROG}: error: {message}\n")
-        env.stderr.flush()
+        # Usage errors too: callers read the failure JSON on stdout.
+        _report_failure(_one_line(str(err)), env, as_json=True)
         return int(err.exit_code)
     except Exception as err:  # a bug: still one line, still no secrets, still a failure JSON
-        message = _one_line(f"unexpected {type(err).__name__}: {err}")
-        _print_json({"result": "failure", "error": message}, env.stdout)
-        env.stderr.write(f"{PROG}: error: {message}\n")
+        _report_failure(_one_line(f"unexpected {type(err).__name__}: {err}"), env, as_json=True)
         return int(ExitStatus.FAILURE)
 
 
 def console_main() -> None:
     """Entry point of the ``ims-python-helper`` console script."""
-    sys.exit(main())
+    exit_process(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from enum import IntEnum
 from typing import Any, Dict, List, Optional
 
@@ -177,3 +178,28 @@ class ImsImagesExistWithName(ImsHelperError):
         self.image_records = list(image_records or [])
         ids = ", ".join(str(r.get("id")) for r in self.image_records)
         super().__init__(f'images with name "{name}" already exist in IMS (ID(s): {ids})', *args)
+
+
+class Interrupted(ImsHelperError):
+    """SIGINT or SIGTERM arrived: the run stops and cleans up like after any failure, in a fixed time.
+
+    ``at`` is when it arrived (``time.monotonic()``); ``pending`` names what
+    cleanup has not removed yet (kept up to date while it runs, so whoever cuts
+    cleanup short can say what is left); ``cleaned`` is set once it removed all.
+    """
+
+    #: Seconds after the signal by which cleanup ends (every request in it included).
+    CLEANUP_SECONDS = 12.0
+    #: Of those, the most spent waiting for the uploads in flight to stop.
+    WIND_DOWN_SECONDS = 4.0
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        self.at = time.monotonic()
+        self.pending: List[str] = []
+        self.cleaned = False
+        super().__init__(f"interrupted by {signal_name}")
+
+    def __str__(self) -> str:
+        done = "; what this run created was removed" if self.cleaned else ""
+        return f"interrupted by {self.signal_name}{done}"

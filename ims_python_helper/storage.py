@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 from urllib.parse import urlsplit
 
@@ -15,6 +15,7 @@ from botocore.config import Config
 
 from .errors import ConfigError, StorageError, VerificationError
 from .redact import SECRETS, redact
+from .s3outage import install_s3_retries
 from .transport import DEFAULT_TIMEOUT, check_url
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ LOGGER = logging.getLogger(__name__)
 MAX_SINGLE_COPY = 5 * 1024**3
 #: Part size of such a copy.
 COPY_PART_SIZE = 1024**3
+#: Attempts of each S3 request of cleanup, and their connect and read timeout after SIGTERM/SIGINT.
+CLEANUP_ATTEMPTS = 2
+CLEANUP_REQUEST_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class S3Settings:
     checksum_mode: str = "when_required"
     addressing_style: str = "path"
     timeout: float = DEFAULT_TIMEOUT
-    max_attempts: int = 5
+    #: Attempts per S3 request: 5 retries, waiting about 15 s in all (``s3outage``), as IMS gets.
+    max_attempts: int = 6
     max_pool_connections: int = 16
 
 
@@ -55,8 +60,8 @@ class ObjectInfo:
     content_type: str = ""
 
 
-def make_s3_client(settings: S3Settings) -> Any:
-    """A boto3 S3 client with bounded retries (botocore standard mode) and the checksum mode RGW accepts."""
+def make_s3_client(settings: S3Settings, deadline: Optional[Deadline] = None) -> Any:
+    """A boto3 S3 client with bounded retries (botocore standard mode, see ``s3outage``) and RGW's checksum mode."""
     SECRETS.add(settings.secret_key)
     SECRETS.add(settings.access_key)
     check_endpoint(settings.endpoint)
@@ -86,6 +91,7 @@ def make_s3_client(settings: S3Settings) -> Any:
     except ValueError as err:
         raise ConfigError(f"S3 endpoint {settings.endpoint!r} is not usable: {redact(str(err))}") from None
     client.meta.events.register("before-sign.s3", _add_content_md5)
+    install_s3_retries(client, settings.max_attempts, settings.max_pool_connections, deadline)
     return client
 
 
@@ -179,7 +185,8 @@ class S3Storage:
     def __init__(self, settings: S3Settings, client: Any = None, deadline: Optional[Deadline] = None) -> None:
         self.settings = settings
         self.bucket = settings.bucket
-        self.client = client if client is not None else make_s3_client(settings)
+        self._given_client = client is not None
+        self.client = client if client is not None else make_s3_client(settings, deadline)
         self.deadline = deadline
         #: A refused single copy above this size is done in parts of ``copy_part_size`` (tests lower both).
         self.max_single_copy = MAX_SINGLE_COPY
@@ -193,6 +200,18 @@ class S3Storage:
         """botocore ``before-send`` hook: no S3 request or retry starts once the run's deadline has passed."""
         if self.deadline is not None:
             self.deadline.check(f"calling S3 {getattr(request, 'method', '')}".rstrip())
+
+    def for_cleanup(self, after_signal: bool) -> S3Storage:
+        """The same bucket through a client that makes ``CLEANUP_ATTEMPTS`` attempts (short ones after a signal).
+
+        Cleanup follows a failure, often S3's own after its whole retry budget:
+        it tries once more rather than waiting through that budget again.
+        """
+        if self._given_client:
+            return self  # a caller's own client is used as given
+        timeout = CLEANUP_REQUEST_TIMEOUT if after_signal else self.settings.timeout
+        quick = replace(self.settings, timeout=timeout, max_attempts=CLEANUP_ATTEMPTS)
+        return S3Storage(quick, deadline=self.deadline)
 
     def __repr__(self) -> str:
         return f"<S3Storage {self.settings.endpoint} bucket={self.bucket}>"

@@ -51,6 +51,7 @@ from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 from .errors import DeadlineExceeded, ImsHelperError, StorageError, VerificationError
 from .integrity import HashingReader, PartChecksums
 from .progress import Progress
+from .s3outage import stop_transfers
 from .session import Deadline
 from .storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 
@@ -216,6 +217,9 @@ class ArtifactUploader:
 
     def __post_init__(self) -> None:
         self._cancelled = threading.Event()
+        self._transfers: List[Any] = []  # s3transfer's futures and the artifact threads, to stop them
+        self._futures: List[concurrent.futures.Future] = []
+        self._abandoned = False
         # A small file is read whole before its PUT; one at a time keeps that inside the memory bound.
         self._small_file_slot = threading.Semaphore(1)
         self._plan = self.options
@@ -229,29 +233,28 @@ class ArtifactUploader:
 
         Results come back in the order of ``uploads``. s3transfer aborts the
         multipart uploads it cancels; the caller still sweeps the prefix for any
-        it could not abort (the server may be gone).
+        it could not abort (the server may be gone). After a signal, see ``stop_transfers``.
         """
         if not uploads:
             return []
         succeeded = False
         self._plan = self.options.planned_for([upload.size for upload in uploads])
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(uploads), thread_name_prefix="artifact")
+        manager = TransferManager(self.storage.client, transfer_config(self._plan))
         self._checksums.register(self.storage.client)
         try:
-            # Leaving this block by an exception cancels every transfer still queued or running
-            # (s3transfer aborts their multipart uploads); leaving it normally waits for them.
-            # (TransferManager.shutdown(cancel=True) itself fails in s3transfer up to 0.19 at
-            # least: boto/s3transfer#143.)
-            with TransferManager(self.storage.client, transfer_config(self._plan)) as manager:
-                try:
-                    results = self._run_all(pool, manager, uploads)
-                except BaseException:
-                    self._cancelled.set()
-                    raise
+            try:
+                results = self._run_all(pool, manager, uploads)
+            except BaseException as err:
+                self._cancelled.set()
+                self._abandoned = True  # until stop_transfers has seen every transfer stop
+                self._abandoned, raised = stop_transfers(manager, self._transfers, self._futures, err)
+                raise raised
+            manager.shutdown()
             succeeded = True
             return results
         finally:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=not self._abandoned)
             self._checksums.unregister(self.storage.client)
             self.progress.close(succeeded)
 
@@ -261,7 +264,8 @@ class ArtifactUploader:
         # Smallest first: s3transfer reads one artifact at a time, so the small ones
         # are read (and start sending) at once instead of after the rootfs.
         order = sorted(range(len(uploads)), key=lambda i: uploads[i].size)
-        futures = {i: pool.submit(self._upload_one, manager, uploads[i]) for i in order}
+        futures = {i: pool.submit(self._upload_or_cancel, manager, uploads[i]) for i in order}
+        self._futures = list(futures.values())
         done, pending = concurrent.futures.wait(
             futures.values(), timeout=self.deadline.remaining(), return_when=concurrent.futures.FIRST_EXCEPTION
         )
@@ -273,6 +277,13 @@ class ArtifactUploader:
                 f"the run's deadline of {self.deadline.seconds:g} s passed while uploading; raise --deadline"
             )
         return [futures[i].result() for i in range(len(uploads))]
+
+    def _upload_or_cancel(self, manager: TransferManager, upload: ArtifactUpload) -> UploadedObject:
+        try:
+            return self._upload_one(manager, upload)
+        except BaseException:
+            self._cancelled.set()  # here, before the next small file takes the slot and sends (and retries)
+            raise
 
     def _upload_one(self, manager: TransferManager, upload: ArtifactUpload) -> UploadedObject:
         self.progress.start(upload.name, upload.size)
@@ -339,6 +350,7 @@ class ArtifactUploader:
             extra_args={"ContentType": upload.content_type, "Metadata": dict(upload.metadata)},
             subscribers=[_ProgressSubscriber(self.progress, upload.name, upload.size)],
         )
+        self._transfers.append(future)
         try:
             future.result()
         except botocore.exceptions.ClientError as err:

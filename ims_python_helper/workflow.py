@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .checks import md5_of_file
-from .errors import CleanupError, ImsApiError, ImsHelperError
+from .errors import CleanupError, ImsApiError, ImsHelperError, Interrupted
 from .ims import ImsClient, Record
 from .progress import Progress
 from .session import Deadline
@@ -84,6 +85,9 @@ class Cleanup:
 
     ``owned`` is asked before each destructive step: once it says False
     (another run of the same job took the work over), nothing more is removed.
+    After SIGTERM/SIGINT cleanup gets a fixed time
+    (``Interrupted.CLEANUP_SECONDS`` from the signal) and S3 requests with short
+    timeouts; ``pending`` always names what is not removed yet.
     """
 
     def __init__(self, services: Services, what: str, owned: Optional[Callable[[], bool]] = None) -> None:
@@ -93,6 +97,7 @@ class Cleanup:
         self.prefix: Optional[str] = None
         self.keys: List[str] = []
         self._record: Optional[Tuple[str, Callable[[], None], bool]] = None
+        self.pending: List[str] = []
 
     def objects(self, prefix: str, keys: Sequence[str]) -> None:
         """Multipart uploads under ``prefix`` and the objects ``keys`` are this run's."""
@@ -106,50 +111,76 @@ class Cleanup:
     def undo(self, original: BaseException) -> None:
         """Remove what the run created; raise ``CleanupError`` naming whatever is left."""
         LOGGER.warning("%s failed (%s); removing what this run created", self.what, type(original).__name__)
-        self.services.deadline.allow_cleanup()
+        storage = self._prepare(original)
         if not self.owned():
             LOGGER.warning("another run of this job owns this image now; leaving its objects and record to it")
+            self.pending.clear()
             return
-        leftovers, s3_failed = self._undo_objects()
-        leftovers += self._undo_record(s3_failed)
-        if leftovers:
-            raise CleanupError(original, leftovers) from original
+        try:
+            s3_failed = self._undo_objects(storage)
+            self._undo_record(s3_failed)
+        except Interrupted as late:  # a signal during the undo of another failure: say what is left, now
+            late.pending = self.pending
+            LOGGER.warning("cleanup stopped by %s", late.signal_name)
+        if self.pending:
+            raise CleanupError(original, list(self.pending)) from original
+        if isinstance(original, Interrupted):
+            original.cleaned = True
 
-    def _undo_objects(self) -> Tuple[List[str], bool]:
-        storage, url = self.services.storage, f"s3://{self.services.bucket}/"
-        leftovers: List[str] = []
-        s3_failed = False
+    def _prepare(self, original: BaseException) -> S3Storage:
+        """List what is to be removed, and pick the S3 client and time cleanup gets."""
+        url = f"s3://{self.services.bucket}/"
+        self.pending[:] = [f"multipart uploads under {url}{self.prefix}"] if self.prefix is not None else []
+        self.pending += [f"{url}{key}" for key in self.keys]
+        self.pending += [self._record[0]] if self._record is not None else []
+        if not isinstance(original, Interrupted):
+            self.services.deadline.allow_cleanup()
+            return self.services.storage.for_cleanup(after_signal=False)
+        original.pending = self.pending
+        self.services.deadline.interrupt(original.at + Interrupted.CLEANUP_SECONDS)
+        return self.services.storage.for_cleanup(after_signal=True)
+
+    def _done(self, label: str, action: Callable[[], Any]) -> bool:
+        """Run one S3 step of the undo; True when it worked (``label`` is then no longer pending)."""
+        try:
+            action()
+        except Interrupted:
+            raise
+        except ImsHelperError as err:
+            LOGGER.warning("cleanup: %s", err)
+            return False
+        self.pending.remove(label)
+        return True
+
+    def _undo_objects(self, storage: S3Storage) -> bool:
+        """Abort the uploads and delete the keys until S3 fails; True when it did."""
+        url = f"s3://{self.services.bucket}/"
+        steps: List[Tuple[str, Callable[[], Any]]] = [
+            (f"{url}{key}", functools.partial(storage.delete, key)) for key in self.keys
+        ]
         if self.prefix is not None:
-            try:
-                storage.abort_multipart_uploads(self.prefix)
-            except ImsHelperError as err:
-                LOGGER.warning("cleanup: %s", err)
-                leftovers.append(f"multipart uploads under {url}{self.prefix}")
-                s3_failed = True
-        for key in self.keys:
-            if not s3_failed:
-                try:
-                    storage.delete(key)
-                    continue
-                except ImsHelperError as err:
-                    LOGGER.warning("cleanup: %s", err)
-                    s3_failed = True
-            leftovers.append(f"{url}{key}")
-        return leftovers, s3_failed
+            abort = functools.partial(storage.abort_multipart_uploads, self.prefix)
+            steps.insert(0, (f"multipart uploads under {url}{self.prefix}", abort))
+        # any() stops at the first failure: the rest stay pending.
+        return any(not self._done(label, action) for label, action in steps)
 
-    def _undo_record(self, s3_failed: bool) -> List[str]:
+    def _undo_record(self, s3_failed: bool) -> None:
         if self._record is None:
-            return []
+            return
         label, delete, keep_if_s3_fails = self._record
         if s3_failed and keep_if_s3_fails:
-            return [f"{label} (kept: a re-run of this job finishes it)"]
+            self.pending[self.pending.index(label)] = f"{label} (kept: a re-run of this job finishes it)"
+            return
         if not self.owned():
-            return []  # another run of the job took it over while we removed the objects
+            self.pending.remove(label)  # another run of the job took it over while we removed the objects
+            return
         try:
             delete()
         except ImsApiError as err:
             if err.status != 404:  # already gone is what cleanup wants
-                return [label]
+                return
+        except Interrupted:
+            raise
         except ImsHelperError:
-            return [label]
-        return []
+            return
+        self.pending.remove(label)

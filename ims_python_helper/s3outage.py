@@ -1,0 +1,180 @@
+"""S3 that is restarting or gone: retries that outlast a gateway restart, and uploads stopped after a signal.
+
+Retries: botocore's standard retry handler with IMS's backoff and the run's deadline.
+
+botocore's standard mode retries the right failures (connection errors, cut
+connections, timeouts, 5xx, throttling) but waits only ``rand * 0.05 * 2^i`` s
+after a non-throttling failure, and a shared quota stops all retries of a client
+after 35 or so: an RGW that restarts for ten seconds fails every part upload in
+flight within about a second. Here the same handler is kept and given two other
+parts: the backoff IMS gets (``session.build_retry``: 0, 1, 2, 4, 8 s plus up to
+0.5 s jitter, no wait past the deadline) and a quota large enough that every
+request in flight can use all its attempts. Every S3 call goes through it,
+s3transfer's part uploads included.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
+
+from botocore.exceptions import ConnectionClosedError, ConnectionError
+from botocore.retries import quota, standard
+
+from .errors import Interrupted
+
+if TYPE_CHECKING:
+    from .session import Deadline
+
+LOGGER = logging.getLogger(__name__)
+
+#: Waits after a failure that is not throttling: the n-th retry waits ``BACKOFF_FACTOR * 2^(n-1)`` s (none first).
+BACKOFF_FACTOR = 0.5
+#: Longest wait between two attempts, as for IMS.
+BACKOFF_MAX = 8.0
+#: Random extra wait, so parts that failed together do not all come back at once.
+BACKOFF_JITTER = 0.5
+#: Longest wait after throttling (``SlowDown``), as botocore's own.
+THROTTLED_BACKOFF_MAX = 20.0
+#: How long S3 may refuse, reset or cut connections before they are no longer retried: about the waits above.
+OUTAGE_SECONDS = 16.0
+#: The most botocore's quota charges for one retry (5 to 14, depending on the version and the failure).
+MAX_RETRY_COST = 20
+
+
+class DeadlineBackoff(standard.BaseRetryBackoff):  # type: ignore[misc]
+    """The wait before an S3 retry: IMS's backoff (botocore's own when throttled), never past the deadline."""
+
+    def __init__(self, deadline: Optional[Deadline], throttling: Any, jitter: Any = random.random) -> None:
+        self.deadline = deadline
+        self._throttling = throttling
+        self._random = jitter
+
+    def delay_amount(self, context: Any) -> float:
+        """Seconds to wait before attempt ``context.attempt_number + 1``."""
+        retry = int(context.attempt_number)  # 1 after the first attempt failed
+        if self._throttling.is_throttling_error_from_context(context):
+            wait = self._random() * min(2.0 ** (retry - 1), THROTTLED_BACKOFF_MAX)
+        else:
+            wait = 0.0 if retry <= 1 else min(BACKOFF_FACTOR * 2.0 ** (retry - 1), BACKOFF_MAX)
+            wait += self._random() * BACKOFF_JITTER
+        left = None if self.deadline is None else self.deadline.remaining()
+        return wait if left is None else max(0.0, min(wait, left))
+
+
+class OutageClock:
+    """Since when S3 cannot be reached: a refused, reset or cut connection is retried only within ``OUTAGE_SECONDS``.
+
+    The budget is per outage, not per request: once S3 has been unreachable that
+    long, a request failing to connect is not retried (s3transfer's abort of a
+    failed upload, say, does not wait through a budget of its own). Any answer
+    from S3, an error status included, ends the outage.
+    """
+
+    def __init__(self, seconds: float = OUTAGE_SECONDS) -> None:
+        self.seconds = seconds
+        self._since: Optional[float] = None
+        self._lock = threading.Lock()
+
+    def heard(self, **_kwargs: Any) -> None:
+        """botocore ``after-call`` hook: S3 answered."""
+        with self._lock:
+            self._since = None
+
+    def still_trying(self) -> bool:
+        """A request could not reach S3: True while the outage is younger than ``seconds``."""
+        with self._lock:
+            now = time.monotonic()
+            if self._since is None:
+                self._since = now
+            return now - self._since < self.seconds
+
+
+class OutageConditions(standard.BaseRetryableChecker):  # type: ignore[misc]
+    """botocore's standard retry conditions, with connection failures retried only while ``OutageClock`` allows."""
+
+    def __init__(self, max_attempts: int, clock: OutageClock) -> None:
+        self._standard = standard.StandardRetryConditions(max_attempts=max_attempts)
+        self._clock = clock
+
+    def is_retryable(self, context: Any) -> bool:
+        """True when the attempt that failed is to be made again."""
+        if not self._standard.is_retryable(context):
+            return False
+        # Refused, reset or cut: S3 is not there. A read timeout is a slow S3, left to the attempts and the deadline.
+        unreachable = isinstance(context.caught_exception, (ConnectionError, ConnectionClosedError))
+        return not unreachable or self._clock.still_trying()
+
+
+def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, deadline: Optional[Deadline]) -> None:
+    """Give ``client`` botocore's standard retry handler with ``DeadlineBackoff`` and a quota for every connection.
+
+    It replaces the handler botocore registered for the client (same event, same
+    id), so exactly one decides about each failed attempt.
+    """
+    adapter = standard.RetryEventAdapter()
+    throttling = standard.ThrottlingErrorDetector(adapter)
+    # Room for every pooled connection to spend all its retries, twice: the attempts and
+    # the deadline bound the retries of one run, not a quota shared by its parallel parts.
+    capacity = MAX_RETRY_COST * max_attempts * pool_connections * 2
+    retry_quota = standard.RetryQuotaChecker(quota.RetryQuota(capacity), throttling)
+    clock = OutageClock()
+    handler = standard.RetryHandler(
+        retry_policy=standard.RetryPolicy(
+            retry_checker=OutageConditions(max_attempts, clock),
+            retry_backoff=DeadlineBackoff(deadline, throttling),
+        ),
+        retry_event_adapter=adapter,
+        retry_quota=retry_quota,
+    )
+    events = client.meta.events
+    service = client.meta.service_model.service_id.hyphenize()
+    events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
+    events.register(f"needs-retry.{service}", handler.needs_retry, unique_id=f"retry-config-{service}")
+    events.register(f"after-call.{service}", retry_quota.release_retry_quota)
+    events.register(f"after-call.{service}", clock.heard)
+
+
+def stop_transfers(
+    manager: Any, transfers: Sequence[Any], threads: Sequence[Any], err: BaseException
+) -> Tuple[bool, BaseException]:
+    """Cancel every s3transfer transfer of ``manager`` after ``err``; returns (some left running, error to raise).
+
+    After any failure but a signal this waits for them, and for s3transfer's
+    aborts of their multipart uploads; a signal during that wait ends it, and
+    the ``Interrupted`` is then the error to raise. After a signal it waits at
+    most until ``Interrupted.WIND_DOWN_SECONDS`` after it for the artifact
+    ``threads``; uploads still waiting then (on a server that does not answer,
+    until their read timeout) are left to the process's exit.
+    """
+    if isinstance(err, Interrupted) and not _wound_down(transfers, threads, err):
+        return True, err
+    LOGGER.info("stopping the uploads in flight after: %s", err)
+    # Cancels what is queued or running and waits for it, in a thread of its own so that a signal
+    # still reaches this one. (TransferManager.shutdown(cancel=True) fails in s3transfer up to 0.19
+    # at least: boto/s3transfer#143.)
+    closing = threading.Thread(
+        target=manager.__exit__, args=(type(err), err, err.__traceback__), name="transfers-stop", daemon=True
+    )
+    try:
+        closing.start()
+        closing.join()
+    except Interrupted as late:
+        LOGGER.warning("%s while the uploads were stopping after: %s", late.signal_name, err)
+        return True, late
+    return False, err
+
+
+def _wound_down(transfers: Sequence[Any], threads: Sequence[Any], interrupted: Interrupted) -> bool:
+    """Cancel the transfers and wait for the artifact threads until ``WIND_DOWN_SECONDS`` after the signal."""
+    for transfer in list(transfers):
+        transfer.cancel()
+    left = interrupted.at + Interrupted.WIND_DOWN_SECONDS - time.monotonic()
+    _, running = concurrent.futures.wait(list(threads), timeout=max(0.0, left))
+    if running:
+        LOGGER.warning("%d upload(s) still waiting on S3 after the signal; not waiting for them", len(running))
+    return not running

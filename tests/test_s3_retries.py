@@ -1,0 +1,62 @@
+"""The S3 retry schedule: IMS's backoff, one budget per outage, nothing past the deadline (``s3outage.py``).
+
+The waits are read from botocore's own retry objects, as its retry handler asks
+for them; the scenarios (an RGW restart, a silent S3) are in
+``tests/test_restarts_and_signals.py``.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from botocore.retries import standard
+
+from ims_python_helper.s3outage import DeadlineBackoff, OutageClock, OutageConditions
+from ims_python_helper.session import Deadline
+from ims_python_helper.storage import S3Settings
+
+
+def refused(attempt: int) -> standard.RetryContext:
+    """What botocore's handler knows after attempt ``attempt`` could not connect."""
+    return standard.RetryContext(
+        attempt_number=attempt,
+        caught_exception=EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        request_context={},
+    )
+
+
+def backoff(deadline: Deadline, jitter: float) -> DeadlineBackoff:
+    throttling = standard.ThrottlingErrorDetector(standard.RetryEventAdapter())
+    return DeadlineBackoff(deadline, throttling, jitter=lambda: jitter)
+
+
+def test_a_refused_connection_is_retried_five_times_waiting_as_long_as_ims_does():
+    waits = [backoff(Deadline(None), 0.0).delay_amount(refused(n)) for n in range(1, S3Settings.max_attempts)]
+    assert waits == [0.0, 1.0, 2.0, 4.0, 8.0]
+    jittered = [backoff(Deadline(None), 1.0).delay_amount(refused(n)) for n in range(1, S3Settings.max_attempts)]
+    assert jittered == [0.5, 1.5, 2.5, 4.5, 8.5]
+
+
+def test_no_wait_runs_past_the_deadline():
+    assert 0.0 < backoff(Deadline(2.0), 1.0).delay_amount(refused(5)) <= 2.0
+    assert backoff(Deadline(-1.0), 1.0).delay_amount(refused(5)) == 0.0
+
+
+def test_connection_failures_are_retried_only_within_one_budget_per_outage():
+    clock = OutageClock(seconds=0.2)
+    conditions = OutageConditions(max_attempts=6, clock=clock)
+    assert conditions.is_retryable(refused(1))  # the outage begins
+    clock._since -= 0.3
+    assert not conditions.is_retryable(refused(1)), "a new request got a budget of its own"
+    clock.heard()  # S3 answered something: the next outage has its own budget
+    assert conditions.is_retryable(refused(1))
+    assert not conditions.is_retryable(refused(6)), "more attempts than max_attempts"
+
+
+def test_a_slow_s3_is_not_an_outage_its_read_timeouts_get_every_attempt():
+    clock = OutageClock(seconds=0.0)
+    conditions = OutageConditions(max_attempts=6, clock=clock)
+    slow = standard.RetryContext(
+        attempt_number=5, caught_exception=ReadTimeoutError(endpoint_url="http://s3"), request_context={}
+    )
+    assert conditions.is_retryable(slow)
+    assert not conditions.is_retryable(refused(1)), "no budget left for a refused connection"
