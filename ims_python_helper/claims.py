@@ -180,10 +180,13 @@ class RunClaim:
         """
         client, bucket, body = self.storage.client, self.storage.bucket, state.to_json()
         put = lambda: client.put_object(Bucket=bucket, Key=self.key, Body=body, ContentType=JSON, **condition())  # noqa: E731
-        if self._s3("write", put, REFUSED) is None:
-            return False
+        landed = self._s3("write", put, REFUSED) is not None
         stored, etag, _ = self._read()
         if stored is None or stored.owner != self.token:
+            return False
+        # A refused write still landed when botocore retried it after a lost or late answer: the first
+        # attempt changed the ETag the retry's condition names. The stored claim is then exactly this one.
+        if not landed and stored.to_json() != body:
             return False
         self.etag = etag
         self.confirmed = time.monotonic()
