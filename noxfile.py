@@ -34,17 +34,28 @@ nox.options.sessions = ["clients", "full"]
 #: What the client suite leaves out, and why: the local stack's own server tests
 #: (tests/local: server code, not the client), the hypothesis property runs and
 #: the command-line usage table (tests/test_properties.py, tests/test_bad_input.py:
-#: argument parsing, the same on every library version), the SIGKILL soak
-#: (tests/test_crash_rerun.py) and the README checks (tests/test_docs.py). What
-#: stays is every path through boto3, s3transfer, botocore, urllib3, requests and
-#: requests-oauthlib: publish, transfer, faults and retries, TLS, recipes,
-#: idempotency, log redaction and the callers' compatibility tests.
+#: argument parsing, the same on every library version), the README checks
+#: (tests/test_docs.py), and the long multi-process scenarios whose time goes into
+#: waiting out held answers, outages, kills and overlapping runs (crash re-runs,
+#: slow and restarting servers, overlapping runs, the seeded catalogue, the whole
+#: local job, the Ceph soak). Tests marked ``wallclock`` (outcome bound to elapsed
+#: time) are left out too. The ``full`` cell runs all of them. What stays is every
+#: path through boto3, s3transfer, botocore, urllib3, requests and requests-oauthlib:
+#: publish, transfer and integrity checks, fault answers and retries (the S3 retry
+#: schedule in tests/test_s3_retries.py included), TLS, recipes, idempotency, the
+#: job-pod toolkit, log redaction and the callers' compatibility tests.
 CLIENT_SUITE_IGNORES = (
     "tests/local",
     "tests/test_properties.py",
     "tests/test_bad_input.py",
-    "tests/test_crash_rerun.py",
     "tests/test_docs.py",
+    "tests/test_crash_rerun.py",
+    "tests/test_slow_servers.py",
+    "tests/test_restarts_and_signals.py",
+    "tests/test_overlapping_runs.py",
+    "tests/test_catalogue.py",
+    "tests/test_ceph_soak.py",
+    "tests/toolkit/test_local_job.py",
 )
 
 #: (Python, constraints file, id) of each client cell.
@@ -99,7 +110,7 @@ def clients(session: nox.Session, constraints: str, expect: str) -> None:
         "IMS_TEST_EXPECT_PINS": pins,
     }
     ignores = [f"--ignore={path}" for path in CLIENT_SUITE_IGNORES]
-    session.run("python", "-m", "pytest", "-q", *ignores, *session.posargs, env=env)
+    session.run("python", "-m", "pytest", "-q", "-m", "not wallclock", *ignores, *session.posargs, env=env)
 
 
 @nox.session(python=None)
