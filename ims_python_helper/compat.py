@@ -20,7 +20,7 @@ import requests
 from .checks import check_uuid
 from .ims import ImsClient, Record
 from .recipes import template_list
-from .storage import S3Settings
+from .storage import S3Settings, connection_arguments
 
 LOGGER = logging.getLogger(__name__)
 
@@ -50,14 +50,7 @@ def make_s3_resource(settings: S3Settings, client: Any) -> Any:
     Sharing the client keeps one connection pool and the client's settings
     (TLS verification, retries, checksum mode, the run's deadline).
     """
-    resource = boto3.session.Session().resource(
-        "s3",
-        endpoint_url=settings.endpoint or None,
-        aws_access_key_id=settings.access_key or None,
-        aws_secret_access_key=settings.secret_key or None,
-        verify=settings.verify,
-        region_name="us-east-1",
-    )
+    resource = boto3.session.Session().resource("s3", **connection_arguments(settings))
     resource.meta.client = client
     return resource
 

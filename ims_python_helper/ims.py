@@ -20,6 +20,8 @@ from .vocabulary import JOB_METADATA_KEY, RUN_METADATA_KEY  # noqa: F401  (calle
 LOGGER = logging.getLogger(__name__)
 
 Record = Dict[str, Any]
+#: Image metadata as IMS 3.16 and later keep it (string keys and values).
+Metadata = Dict[str, str]
 
 
 #: Largest IMS answer we are willing to decode.
@@ -94,11 +96,7 @@ class ImsClient:
         return dict(self._call("GET", f"/images/{image_id}"))
 
     def create_image(
-        self,
-        name: str,
-        arch: Optional[str] = None,
-        metadata: Optional[Dict[str, str]] = None,
-        since: Optional[str] = None,
+        self, name: str, arch: Optional[str] = None, metadata: Optional[Metadata] = None, since: Optional[str] = None
     ) -> Record:
         """Create an image record.
 

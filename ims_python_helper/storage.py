@@ -60,6 +60,17 @@ class ObjectInfo:
     content_type: str = ""
 
 
+def connection_arguments(settings: S3Settings) -> Dict[str, Any]:
+    """Where and as whom boto3 connects: the same for the client and for a resource built on it."""
+    return {
+        "endpoint_url": settings.endpoint or None,
+        "aws_access_key_id": settings.access_key or None,
+        "aws_secret_access_key": settings.secret_key or None,
+        "verify": settings.verify,
+        "region_name": "us-east-1",
+    }
+
+
 def make_s3_client(settings: S3Settings, deadline: Optional[Deadline] = None) -> Any:
     """A boto3 S3 client with bounded retries (botocore standard mode, see ``s3outage``) and RGW's checksum mode."""
     SECRETS.add(settings.secret_key)
@@ -79,15 +90,7 @@ def make_s3_client(settings: S3Settings, deadline: Optional[Deadline] = None) ->
         user_agent_extra="ims-python-helper",
     )
     try:
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=settings.endpoint or None,
-            aws_access_key_id=settings.access_key or None,
-            aws_secret_access_key=settings.secret_key or None,
-            verify=settings.verify,
-            config=config,
-            region_name="us-east-1",
-        )
+        client = boto3.session.Session().client("s3", config=config, **connection_arguments(settings))
     except ValueError as err:
         raise ConfigError(f"S3 endpoint {settings.endpoint!r} is not usable: {redact(str(err))}") from None
     client.meta.events.register("before-sign.s3", _add_content_md5)

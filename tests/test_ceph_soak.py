@@ -27,9 +27,9 @@ import pytest
 
 from ims_python_helper.local.ceph import FULL_CHECK_RATIO, CephRgw, ceph_available
 from ims_python_helper.local.stack import LocalStack
-from tests.conftest import make_artifacts
 from tests.faults import ledger
 from tests.faults.front import ProxiedStack, assert_published, keys_under, publish_argv, start_cli, wait_for
+from tests.support import make_artifacts
 
 MiB = 1024 * 1024
 ROUNDS = int(os.environ.get("IMS_SOAK_ROUNDS", "10"))

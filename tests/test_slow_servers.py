@@ -20,7 +20,6 @@ from typing import Callable, Dict, Iterator, Optional
 import pytest
 
 from ims_python_helper.local.stack import LocalStack
-from tests.conftest import Artifacts, CliResult, make_artifacts
 from tests.faults import ledger
 from tests.faults.front import (
     ProxiedStack,
@@ -32,6 +31,7 @@ from tests.faults.front import (
     wait_for,
 )
 from tests.faults.proxy import Fault
+from tests.support import Artifacts, CliResult, make_artifacts
 
 MiB = 1024 * 1024
 
