@@ -16,11 +16,12 @@ s3transfer's part uploads included.
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
 from botocore.exceptions import ConnectionClosedError, ConnectionError
 from botocore.retries import quota, standard
@@ -46,18 +47,42 @@ OUTAGE_SECONDS = 16.0
 MAX_RETRY_COST = 20
 
 
+_THROTTLED_CODES = standard.ThrottledRetryableChecker()
+_MODELED_ERRORS = standard.ModeledRetryErrorDetector()
+
+
+def is_throttled(context: Any) -> bool:
+    """True when the failed attempt was throttled (``SlowDown`` and friends, or a modeled throttling error).
+
+    Built from the two checkers every botocore since 1.36 has (the platform pins 1.36.26); newer
+    releases' ``ThrottlingErrorDetector.is_throttling_error_from_context`` does the same and more.
+    """
+    if _THROTTLED_CODES.is_retryable(context):
+        return True
+    return bool(_MODELED_ERRORS.detect_error_type(context) == _MODELED_ERRORS.THROTTLING_ERROR)
+
+
+def _quota_checker(retry_quota: Any, adapter: Any) -> Any:
+    """botocore's ``RetryQuotaChecker``: newer releases also take a throttling detector, 1.36 takes the quota alone."""
+    if len(inspect.signature(standard.RetryQuotaChecker.__init__).parameters) > 2:
+        return standard.RetryQuotaChecker(retry_quota, standard.ThrottlingErrorDetector(adapter))
+    return standard.RetryQuotaChecker(retry_quota)
+
+
 class DeadlineBackoff(standard.BaseRetryBackoff):  # type: ignore[misc]
     """The wait before an S3 retry: IMS's backoff (botocore's own when throttled), never past the deadline."""
 
-    def __init__(self, deadline: Optional[Deadline], throttling: Any, jitter: Any = random.random) -> None:
+    def __init__(
+        self, deadline: Optional[Deadline], throttled: Callable[[Any], bool], jitter: Any = random.random
+    ) -> None:
         self.deadline = deadline
-        self._throttling = throttling
+        self._throttled = throttled
         self._random = jitter
 
     def delay_amount(self, context: Any) -> float:
         """Seconds to wait before attempt ``context.attempt_number + 1``."""
         retry = int(context.attempt_number)  # 1 after the first attempt failed
-        if self._throttling.is_throttling_error_from_context(context):
+        if self._throttled(context):
             wait = self._random() * min(2.0 ** (retry - 1), THROTTLED_BACKOFF_MAX)
         else:
             wait = 0.0 if retry <= 1 else min(BACKOFF_FACTOR * 2.0 ** (retry - 1), BACKOFF_MAX)
@@ -117,16 +142,15 @@ def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, de
     id), so exactly one decides about each failed attempt.
     """
     adapter = standard.RetryEventAdapter()
-    throttling = standard.ThrottlingErrorDetector(adapter)
     # Room for every pooled connection to spend all its retries, twice: the attempts and
     # the deadline bound the retries of one run, not a quota shared by its parallel parts.
     capacity = MAX_RETRY_COST * max_attempts * pool_connections * 2
-    retry_quota = standard.RetryQuotaChecker(quota.RetryQuota(capacity), throttling)
+    retry_quota = _quota_checker(quota.RetryQuota(capacity), adapter)
     clock = OutageClock()
     handler = standard.RetryHandler(
         retry_policy=standard.RetryPolicy(
             retry_checker=OutageConditions(max_attempts, clock),
-            retry_backoff=DeadlineBackoff(deadline, throttling),
+            retry_backoff=DeadlineBackoff(deadline, is_throttled),
         ),
         retry_event_adapter=adapter,
         retry_quota=retry_quota,

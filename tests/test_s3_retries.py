@@ -10,7 +10,7 @@ from __future__ import annotations
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.retries import standard
 
-from ims_python_helper.s3outage import DeadlineBackoff, OutageClock, OutageConditions
+from ims_python_helper.s3outage import DeadlineBackoff, OutageClock, OutageConditions, is_throttled
 from ims_python_helper.session import Deadline
 from ims_python_helper.storage import S3Settings
 
@@ -25,8 +25,7 @@ def refused(attempt: int) -> standard.RetryContext:
 
 
 def backoff(deadline: Deadline, jitter: float) -> DeadlineBackoff:
-    throttling = standard.ThrottlingErrorDetector(standard.RetryEventAdapter())
-    return DeadlineBackoff(deadline, throttling, jitter=lambda: jitter)
+    return DeadlineBackoff(deadline, is_throttled, jitter=lambda: jitter)
 
 
 def test_a_refused_connection_is_retried_five_times_waiting_as_long_as_ims_does():
@@ -34,6 +33,14 @@ def test_a_refused_connection_is_retried_five_times_waiting_as_long_as_ims_does(
     assert waits == [0.0, 1.0, 2.0, 4.0, 8.0]
     jittered = [backoff(Deadline(None), 1.0).delay_amount(refused(n)) for n in range(1, S3Settings.max_attempts)]
     assert jittered == [0.5, 1.5, 2.5, 4.5, 8.5]
+
+
+def test_throttling_is_told_apart_from_a_refused_connection_on_every_botocore():
+    slow_down = standard.RetryContext(
+        attempt_number=1, parsed_response={"Error": {"Code": "SlowDown"}}, http_response=None, request_context={}
+    )
+    assert is_throttled(slow_down)
+    assert not is_throttled(refused(1))
 
 
 def test_no_wait_runs_past_the_deadline():
