@@ -21,6 +21,7 @@ import trustme
 from ims_python_helper.cli import Environment, main
 from ims_python_helper.local.stack import LocalStack
 from tests.faults import ledger
+from tests.faults.front import ProxiedStack, proxied_stack, tiny_artifacts
 from tests.faults.proxy import FaultProxy
 from tests.support import (
     ROOT,
@@ -189,3 +190,30 @@ def wrong_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("wrong-ca") / "wrong-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(path))
     return str(path)
+
+
+# -- the stack behind fault proxies (tests/faults) ------------------------------------------
+
+
+@pytest.fixture
+def proxied(stack: LocalStack) -> Iterator[ProxiedStack]:
+    """The stack's IMS, token endpoint and S3, each behind a fault proxy."""
+    with proxied_stack(stack) as front:
+        yield front
+
+
+@pytest.fixture
+def two_part_artifacts(tmp_path: Path) -> Artifacts:
+    """All five artifacts, the rootfs just big enough for two 5 MiB parts."""
+    return tiny_artifacts(tmp_path / "artifacts", seed=zlib.crc32(tmp_path.name.encode()))
+
+
+@pytest.fixture
+def publish(run_cli: Callable[..., CliResult], proxied: ProxiedStack) -> Callable[..., CliResult]:
+    """Run the real CLI in-process against the proxies: ``publish(argv..., env={...})``."""
+
+    def run(*argv: str, env: Dict[str, Optional[str]] = {}) -> CliResult:  # noqa: B006 - read only
+        ledger.note(runs=1)
+        return run_cli(*argv, env={**proxied.env(), **env})
+
+    return run

@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -44,16 +44,6 @@ pytestmark = [
     pytest.mark.parametrize("stack", ["ceph"], indirect=True),
     pytest.mark.timeout(1800),
 ]
-
-
-@pytest.fixture
-def proxied(stack: LocalStack) -> Iterator[ProxiedStack]:
-    """The stack behind fault proxies: the S3 one tells when the rootfs is halfway up."""
-    front = ProxiedStack.start(stack)
-    try:
-        yield front
-    finally:
-        front.stop()
 
 
 def used(ceph: CephRgw) -> int:

@@ -18,25 +18,21 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 import requests
 
 from ims_python_helper.cli import Environment, main
-from ims_python_helper.local.stack import LocalStack
 from tests.faults import ledger
 from tests.faults.front import (
     ROOT,
     ProxiedStack,
     assert_published,
     images_of_job,
-    proxied_stack,
     publish_argv,
     start_cli,
-    tiny_artifacts,
     wait_for,
 )
 from tests.faults.proxy import Fault, FaultProxy
@@ -55,30 +51,6 @@ def slow_down_once_per_kind() -> Fault:
         headers={"Content-Type": "application/xml"},
         body=b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code><Message>Slow down</Message></Error>",
     )
-
-
-@pytest.fixture
-def proxied(stack: LocalStack) -> Iterator[ProxiedStack]:
-    """The stack's IMS, token endpoint and S3, each behind a fault proxy."""
-    with proxied_stack(stack) as front:
-        yield front
-
-
-@pytest.fixture
-def two_part_artifacts(tmp_path: Path) -> Artifacts:
-    """All five artifacts, the rootfs just big enough for two 5 MiB parts."""
-    return tiny_artifacts(tmp_path / "artifacts", seed=zlib.crc32(tmp_path.name.encode()))
-
-
-@pytest.fixture
-def publish(run_cli: Callable[..., CliResult], proxied: ProxiedStack) -> Callable[..., CliResult]:
-    """Run the real CLI in-process against the proxies: ``publish(argv..., env={...})``."""
-
-    def run(*argv: str, env: Dict[str, Optional[str]] = {}) -> CliResult:  # noqa: B006 - read only
-        ledger.note(runs=1)
-        return run_cli(*argv, env={**proxied.env(), **env})
-
-    return run
 
 
 def statuses(proxy: FaultProxy, kind: str) -> List[int]:

@@ -18,9 +18,8 @@ import math
 import os
 import re
 import uuid
-import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable
 
 import pytest
 
@@ -28,7 +27,7 @@ from ims_python_helper.errors import StorageError, VerificationError
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.storage import S3Settings, S3Storage
 from ims_python_helper.transfer import ArtifactUpload, ArtifactUploader, TransferOptions
-from tests.faults.front import ProxiedStack, proxied_stack, publish_argv, tiny_artifacts
+from tests.faults.front import ProxiedStack, publish_argv
 from tests.faults.proxy import Fault, FaultProxy
 from tests.support import Artifacts, CliResult, Snapshot
 
@@ -41,29 +40,6 @@ INVALID_COPY = (
     b"<Message>The specified copy source is larger than the maximum allowable size for a copy source: 5368709120"
     b"</Message></Error>"
 )
-
-
-@pytest.fixture
-def proxied(stack: LocalStack) -> Iterator[ProxiedStack]:
-    """The stack's IMS, token endpoint and S3, each behind a fault proxy."""
-    with proxied_stack(stack) as front:
-        yield front
-
-
-@pytest.fixture
-def two_part_artifacts(tmp_path: Path) -> Artifacts:
-    """All five artifacts, the rootfs just big enough for two 5 MiB parts."""
-    return tiny_artifacts(tmp_path / "artifacts", seed=zlib.crc32(tmp_path.name.encode()))
-
-
-@pytest.fixture
-def publish(run_cli: Callable[..., CliResult], proxied: ProxiedStack) -> Callable[..., CliResult]:
-    """Run the real CLI in-process against the proxies."""
-
-    def run(*argv: str, env: Optional[Dict[str, Optional[str]]] = None) -> CliResult:
-        return run_cli(*argv, env={**proxied.env(), **(env or {})})
-
-    return run
 
 
 def storage_for(stack: LocalStack, endpoint: str) -> S3Storage:

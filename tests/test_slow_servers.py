@@ -15,14 +15,12 @@ import subprocess
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional
+from typing import Iterator
 
 import pytest
 
-from ims_python_helper.local.stack import LocalStack
 from tests.faults import ledger
 from tests.faults.front import (
-    ProxiedStack,
     assert_published,
     publish_argv,
     start_cli,
@@ -31,7 +29,7 @@ from tests.faults.front import (
     wait_for,
 )
 from tests.faults.proxy import Fault
-from tests.support import Artifacts, CliResult, make_artifacts
+from tests.support import Artifacts, make_artifacts
 
 MiB = 1024 * 1024
 
@@ -48,28 +46,6 @@ ROOTFS_CREATE = r"/rootfs\?uploads$"
 def _report() -> Iterator[None]:
     yield
     ledger.write_report()
-
-
-@pytest.fixture
-def proxied(stack: LocalStack) -> Iterator[ProxiedStack]:
-    """The stack's IMS, token endpoint and S3, each behind a fault proxy."""
-    front = ProxiedStack.start(stack)
-    try:
-        yield front
-    finally:
-        ledger.note(faults=front.faults_fired)
-        front.stop()
-
-
-@pytest.fixture
-def publish(run_cli: Callable[..., CliResult], proxied: ProxiedStack) -> Callable[..., CliResult]:
-    """Run the real CLI in-process against the proxies: ``publish(argv..., env={...})``."""
-
-    def run(*argv: str, env: Dict[str, Optional[str]] = {}) -> CliResult:  # noqa: B006 - read only
-        ledger.note(runs=1)
-        return run_cli(*argv, env={**proxied.env(), **env})
-
-    return run
 
 
 @pytest.fixture
