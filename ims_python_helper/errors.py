@@ -135,6 +135,10 @@ class StorageError(ImsHelperError, botocore.exceptions.BotoCoreError):
         botocore.exceptions.BotoCoreError.__init__(self, message=message)
 
 
+class UploadCancelled(StorageError):
+    """An upload stopped because another artifact's upload failed (that failure is the one to report)."""
+
+
 class S3ResponseError(StorageError, botocore.exceptions.ClientError):
     """S3 answered with an error code: a ``StorageError`` that is also a botocore ``ClientError``."""
 

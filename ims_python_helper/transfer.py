@@ -41,14 +41,14 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import botocore.exceptions
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
-from .errors import DeadlineExceeded, ImsHelperError, StorageError, VerificationError
+from .errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError
 from .integrity import HashingReader, PartChecksums
 from .progress import Progress
 from .s3outage import stop_transfers
@@ -56,6 +56,10 @@ from .session import Deadline
 from .storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 
 LOGGER = logging.getLogger(__name__)
+#: How long a failed run waits for the upload whose failure cancelled the others to report it.
+CAUSE_WAIT_S = 5.0
+
+
 MIB = 1024 * 1024
 
 #: Defaults measured on the benchmark machine (BENCHMARKS.md), stated here only; the option table shows them.
@@ -269,9 +273,14 @@ class ArtifactUploader:
         done, pending = concurrent.futures.wait(
             futures.values(), timeout=self.deadline.remaining(), return_when=concurrent.futures.FIRST_EXCEPTION
         )
-        failed = [f for f in done if f.exception() is not None]
+        failed = _failures(done)
+        if failed and all(isinstance(err, UploadCancelled) for err in failed):
+            # A cancelled upload only says that another one failed, and it may finish first: give
+            # that one a moment to report its own error, which is the one worth reporting.
+            more, pending = concurrent.futures.wait(pending, timeout=CAUSE_WAIT_S, return_when="FIRST_EXCEPTION")
+            failed = _failures(done | more)
         if failed:
-            raise failed[0].exception()  # type: ignore[misc]
+            raise failed[0]
         if pending:
             raise DeadlineExceeded(
                 f"the run's deadline of {self.deadline.seconds:g} s passed while uploading; raise --deadline"
@@ -367,7 +376,7 @@ class ArtifactUploader:
             raise
         except Exception as err:
             if self._cancelled.is_set():
-                raise StorageError(f"upload of {upload.path} was cancelled") from None
+                raise UploadCancelled(f"upload of {upload.path} was cancelled") from None
             raise StorageError(f"upload of {upload.path} failed: {type(err).__name__}: {err}") from None
         self._check_completed_etag(upload, reader)
         self._check_running(upload)
@@ -407,8 +416,14 @@ class ArtifactUploader:
 
     def _check_running(self, upload: ArtifactUpload) -> None:
         if self._cancelled.is_set():
-            raise StorageError(f"upload of {upload.path} was cancelled")
+            raise UploadCancelled(f"upload of {upload.path} was cancelled")
         self.deadline.check(f"uploading {upload.path}")
+
+
+def _failures(futures: Set[concurrent.futures.Future]) -> List[BaseException]:
+    """The errors of the finished ``futures``, an upload's own failure before any cancellation it caused."""
+    errors = [err for err in (f.exception() for f in futures) if err is not None]
+    return sorted(errors, key=lambda err: isinstance(err, UploadCancelled))
 
 
 def _expected_etags(reader: HashingReader, copied_in_parts: bool) -> List[str]:
