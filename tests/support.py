@@ -345,3 +345,18 @@ IMS_MODES = ("current", "legacy")
 def stack_in_mode(mode: str, base: LocalStack, legacy_stacks: Callable[[LocalStack], LocalStack]) -> LocalStack:
     """For a module's ``stack`` fixture over ``IMS_MODES``: the base stack, or its legacy twin (same S3)."""
     return legacy_stacks(base) if mode == "legacy" else base
+
+
+def skip_module_unless_ceph_runs() -> None:
+    """At a Ceph test module's top: skip it (visibly) when IMS_TEST_S3 leaves Ceph out or Ceph is missing.
+
+    With IMS_REQUIRE_CEPH=1 a missing Ceph fails instead of skipping.
+    """
+    from ims_python_helper.local.ceph import INSTALL_COMMAND, ceph_available
+
+    if "ceph" not in os.environ.get("IMS_TEST_S3", "moto,ceph").split(","):
+        pytest.skip("IMS_TEST_S3 leaves out ceph", allow_module_level=True)
+    if not ceph_available():
+        if os.environ.get("IMS_REQUIRE_CEPH") == "1":
+            pytest.fail(f"IMS_REQUIRE_CEPH=1 but the Ceph programs are missing; {INSTALL_COMMAND}", pytrace=False)
+        pytest.skip(f"Ceph programs not installed ({INSTALL_COMMAND})", allow_module_level=True)

@@ -16,22 +16,15 @@ from boto3.s3.transfer import TransferConfig
 
 from ims_python_helper.local.ceph import (
     DEFAULT_MEMSTORE_BYTES,
-    INSTALL_COMMAND,
     MEMSTORE_ENV,
     CephError,
     CephRgw,
-    ceph_available,
     memstore_bytes_from_env,
 )
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
-from tests.support import s3_client_for
+from tests.support import s3_client_for, skip_module_unless_ceph_runs
 
-if "ceph" not in os.environ.get("IMS_TEST_S3", "moto,ceph").split(","):
-    pytest.skip("IMS_TEST_S3 leaves out ceph", allow_module_level=True)
-if not ceph_available():
-    if os.environ.get("IMS_REQUIRE_CEPH") == "1":
-        pytest.fail(f"IMS_REQUIRE_CEPH=1 but the Ceph programs are missing; {INSTALL_COMMAND}", pytrace=False)
-    pytest.skip(f"Ceph programs not installed ({INSTALL_COMMAND})", allow_module_level=True)
+skip_module_unless_ceph_runs()
 
 MiB = 1024**2
 

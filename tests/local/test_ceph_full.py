@@ -20,14 +20,10 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from ims_python_helper.local.ceph import INSTALL_COMMAND, CephFullError, CephRgw, ceph_available
+from ims_python_helper.local.ceph import CephFullError, CephRgw
+from tests.support import skip_module_unless_ceph_runs
 
-if "ceph" not in os.environ.get("IMS_TEST_S3", "moto,ceph").split(","):
-    pytest.skip("IMS_TEST_S3 leaves out ceph", allow_module_level=True)
-if not ceph_available():
-    if os.environ.get("IMS_REQUIRE_CEPH") == "1":
-        pytest.fail(f"IMS_REQUIRE_CEPH=1 but the Ceph programs are missing; {INSTALL_COMMAND}", pytrace=False)
-    pytest.skip(f"Ceph programs not installed ({INSTALL_COMMAND})", allow_module_level=True)
+skip_module_unless_ceph_runs()
 
 MiB = 1024**2
 ROOT = Path(__file__).resolve().parent.parent.parent
