@@ -102,6 +102,13 @@ def _has(err: BaseException, *types: type) -> bool:
     return any(isinstance(item, types) for item in causes(err))
 
 
+#: A host name that does not resolve: urllib3 2 raises ``NameResolutionError``; urllib3 1.26
+#: (all that botocore allows on Python 3.9) wraps the resolver's ``socket.gaierror``.
+_NAME_RESOLUTION_ERRORS = tuple(
+    kind for kind in (getattr(urllib3.exceptions, "NameResolutionError", None), socket.gaierror) if kind is not None
+)
+
+
 def _connection_failure(err: BaseException) -> str:
     """Why a connection failed, from the exception types underneath requests' ``ConnectionError``."""
     if _has(err, ConnectionRefusedError):
@@ -109,7 +116,7 @@ def _connection_failure(err: BaseException) -> str:
     # A read timeout that used up the retries arrives as a ConnectionError wrapping urllib3's timeout.
     if _has(err, urllib3.exceptions.ReadTimeoutError, socket.timeout):
         return "timed out waiting for an answer"
-    if _has(err, urllib3.exceptions.NameResolutionError, socket.gaierror):
+    if _has(err, *_NAME_RESOLUTION_ERRORS):
         return "host name does not resolve"
     return "connection failed"
 

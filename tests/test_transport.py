@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Dict, List, Optional
 
 import pytest
 import requests
-from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ReadTimeoutError
+import urllib3.exceptions
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from ims_python_helper.session import ClientCredentialsSession
 from ims_python_helper.transport import describe_request_error
@@ -16,6 +18,18 @@ from ims_python_helper.transport import describe_request_error
 def _refused() -> NewConnectionError:
     error = NewConnectionError(None, "Failed to establish a new connection")
     error.__cause__ = ConnectionRefusedError(111, "refused")
+    return error
+
+
+def _name_not_resolved() -> Exception:
+    """A host name the resolver does not know, as the installed urllib3 reports it."""
+    lookup = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    kind = getattr(urllib3.exceptions, "NameResolutionError", None)
+    if kind is not None:  # urllib3 2
+        return kind("ims.example", None, lookup)
+    # urllib3 1.26 (Python 3.9): a NewConnectionError raised while handling the resolver's error.
+    error = NewConnectionError(None, f"Failed to establish a new connection: {lookup}")
+    error.__context__ = lookup
     return error
 
 
@@ -29,7 +43,7 @@ def _after_retries(reason: Exception) -> requests.exceptions.ConnectionError:
     [
         (_after_retries(_refused()), "connection refused"),
         (_after_retries(ReadTimeoutError(None, "/images", "Read timed out.")), "timed out waiting for an answer"),
-        (_after_retries(NameResolutionError("ims.example", None, OSError("no"))), "host name does not resolve"),
+        (_after_retries(_name_not_resolved()), "host name does not resolve"),
         # The words of a message decide nothing: only what the error is.
         (requests.exceptions.ConnectionError("Connection refused; Read timed out"), "connection failed"),
         (requests.exceptions.ConnectTimeout("slow"), "connection timed out"),
