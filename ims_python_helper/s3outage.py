@@ -16,17 +16,21 @@ s3transfer's part uploads included.
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import inspect
 import logging
 import random
+import ssl
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
-from botocore.exceptions import ConnectionClosedError, ConnectionError
+import urllib3.exceptions
+from botocore.exceptions import ConnectionClosedError, ConnectionError, HTTPClientError
 from botocore.retries import quota, standard
 
 from .errors import Interrupted
+from .transport import causes
 
 if TYPE_CHECKING:
     from .session import Deadline
@@ -46,6 +50,9 @@ OUTAGE_SECONDS = 16.0
 #: The most botocore's quota charges for one retry (5 to 14, depending on the version and the failure).
 MAX_RETRY_COST = 20
 
+
+#: What the network beneath botocore raises: a request that failed with one of these is worth sending again.
+_NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException)
 
 _THROTTLED_CODES = standard.ThrottledRetryableChecker()
 _MODELED_ERRORS = standard.ModeledRetryErrorDetector()
@@ -130,9 +137,30 @@ class OutageConditions(standard.BaseRetryableChecker):  # type: ignore[misc]
         """True when the attempt that failed is to be made again."""
         if not self._standard.is_retryable(context):
             return False
+        caught = context.caught_exception
+        if caught is not None and (_certificate_refused(caught) or _raised_by_the_body(caught)):
+            return False
         # Refused, reset or cut: S3 is not there. A read timeout is a slow S3, left to the attempts and the deadline.
         unreachable = isinstance(context.caught_exception, (ConnectionError, ConnectionClosedError))
         return not unreachable or self._clock.still_trying()
+
+
+def _certificate_refused(err: BaseException) -> bool:
+    """A certificate that does not verify now will not verify on the next attempt either."""
+    return any(isinstance(item, ssl.SSLCertVerificationError) for item in causes(err))
+
+
+def _raised_by_the_body(err: BaseException) -> bool:
+    """True when the request failed in reading its body, not on the network.
+
+    botocore wraps whatever the HTTP layer raises in ``HTTPClientError``; a part
+    body raises when s3transfer has given up the transfer (another part failed)
+    or the file cannot be read. Sending it again raises the same, after waits.
+    """
+    if type(err) is not HTTPClientError:
+        return False
+    underneath = err.kwargs.get("error")
+    return underneath is not None and not isinstance(underneath, _NETWORK_ERRORS)
 
 
 def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, deadline: Optional[Deadline]) -> None:

@@ -212,6 +212,23 @@ def test_s3_verification_is_on_by_default_against_ca_cert_else_the_system_store(
     assert tls_snapshot() == before
 
 
+def test_a_certificate_that_does_not_verify_is_not_retried(tls_env, wrong_ca: str):
+    # A restarting RGW is waited for; a certificate from another CA will not verify next time either.
+    settings = S3Settings(
+        endpoint=tls_env["S3_ENDPOINT"],
+        bucket="boot-images",
+        access_key=tls_env["S3_ACCESS_KEY"],
+        secret_key=tls_env["S3_SECRET_KEY"],
+        verify=wrong_ca,
+    )
+    storage = S3Storage(settings)
+    sent = []
+    storage.client.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
+    with pytest.raises(StorageError, match="TLS: certificate verify failed for S3 at"):
+        storage.check_bucket()
+    assert sent == ["HEAD"]
+
+
 @pytest.mark.parametrize("off_word", ["false", "off", "no", "f", "0"])
 def test_s3_ssl_verify_off_words_turn_verification_off_and_urllib3_still_warns(tls_env, off_word: str):
     settings = S3Settings(

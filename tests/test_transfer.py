@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -251,7 +252,10 @@ def test_failed_multipart_upload_leaves_no_upload_and_no_object_of_the_run(
     run_cli: CliRunner, s3_proxy: FaultProxy, artifacts: Artifacts, s3: Any, snapshot: Any
 ) -> None:
     before: Snapshot = snapshot()
-    s3_proxy.add(Fault(action="drop", method="PUT", path=r"partNumber=2(&|$)"))
+    # Part 2 is refused for good (a cut connection would be retried through the outage budget first:
+    # tests/test_restarts_and_signals.py covers that path).
+    refused = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>no</Message></Error>"
+    s3_proxy.add(Fault(status=403, method="PUT", path=r"partNumber=2(&|$)", body=refused))
 
     result = run_cli(
         "image",
@@ -267,6 +271,9 @@ def test_failed_multipart_upload_leaves_no_upload_and_no_object_of_the_run(
     assert result.json["result"] == "failure"
     assert s3_proxy.count(method="POST", path=r"\?uploads") >= 1
     assert s3_proxy.faults_fired >= 1
+    # Parts in flight when part 2 was refused stop at once: none is sent again.
+    parts = Counter(re.search(r"partNumber=(\d+)", e.path)[1] for e in s3_proxy.exchanges if "partNumber=" in e.path)
+    assert max(parts.values()) == 1, parts
     assert open_uploads(s3) == []
     assert snapshot() == before  # no image record, object or multipart upload of the run is left
 
