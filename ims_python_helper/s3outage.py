@@ -157,7 +157,8 @@ def _raised_by_the_body(err: BaseException) -> bool:
     body raises when s3transfer has given up the transfer (another part failed)
     or the file cannot be read. Sending it again raises the same, after waits.
     """
-    if type(err) is not HTTPClientError:
+    # Only the bare class: its subclasses (cut connection, read timeout) are the network's own.
+    if not isinstance(err, HTTPClientError) or type(err) is not HTTPClientError:
         return False
     underneath = err.kwargs.get("error")
     return underneath is not None and not isinstance(underneath, _NETWORK_ERRORS)
