@@ -2,6 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/fetch_bench.py                 # 1 GiB, 2 rounds
     PYTHONPATH=. .venv/bin/python benchmarks/fetch_bench.py --mib 256 --rounds 3 --s3 moto
+    PYTHONPATH=. .venv/bin/python benchmarks/fetch_bench.py --pin 1:0        # server on CPU 1, client on CPU 0
 
 Puts one object of incompressible bytes in the stack's S3 and, in rounds that
 alternate the methods, fetches it with:
@@ -36,7 +37,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from publish_bench import MIB, measure, s3_client, write_artifact  # noqa: E402
+import publish_bench  # noqa: E402
+from publish_bench import MIB, measure, pin_process, s3_client, server_pids, write_artifact  # noqa: E402
 
 from ims_python_helper.local.presign import presigned_get_url  # noqa: E402
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
@@ -95,6 +97,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of all three methods (default 2)")
     parser.add_argument("--s3", default="auto", choices=("auto", "ceph", "moto"))
     parser.add_argument("--json", type=Path, help="also write the samples here")
+    parser.add_argument(
+        "--pin",
+        metavar="SERVER_CPU:CLIENT_CPU",
+        help="keep the S3 server on one CPU and each fetching client on another (as on separate hosts), e.g. 1:0",
+    )
     parser.add_argument("--child", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -107,6 +114,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         work = Path(work_dir)
         with LocalStack(data_dir=work / "stack", s3=args.s3) as stack:
             assert stack.s3 is not None
+            if args.pin:
+                server_cpu, _, client_cpu = args.pin.partition(":")
+                publish_bench.SERVER_CPUS.add(int(server_cpu))
+                publish_bench.CLIENT_CPUS.add(int(client_cpu))
+                for pid in [os.getpid(), *server_pids()]:
+                    pin_process(pid, publish_bench.SERVER_CPUS)
             client = s3_client(stack)
             source = work / "rootfs"
             write_artifact(source, args.mib * MIB, seed=1)
@@ -146,7 +159,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     )
                     time.sleep(1)  # let the server settle between runs
             engine = stack.s3.name
-    print(f"\n{args.mib} MiB object on {engine}, medians of {args.rounds} rounds (load average now {os.getloadavg()}):")
+    pinned = f", pinned server:client CPUs {args.pin}" if args.pin else ""
+    load = os.getloadavg()
+    print(f"\n{args.mib} MiB object on {engine}{pinned}, medians of {args.rounds} rounds (load average now {load}):")
     print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- |")
     for method in METHODS:
