@@ -30,7 +30,7 @@ from botocore.exceptions import ConnectionClosedError, ConnectionError, HTTPClie
 from botocore.retries import quota, standard
 
 from .errors import Interrupted
-from .transport import causes
+from .transport import caused_by
 
 if TYPE_CHECKING:
     from .session import Deadline
@@ -138,16 +138,12 @@ class OutageConditions(standard.BaseRetryableChecker):  # type: ignore[misc]
         if not self._standard.is_retryable(context):
             return False
         caught = context.caught_exception
-        if caught is not None and (_certificate_refused(caught) or _raised_by_the_body(caught)):
+        # A certificate that does not verify now will not verify on the next attempt either.
+        if caught is not None and (caused_by(caught, ssl.SSLCertVerificationError) or _raised_by_the_body(caught)):
             return False
         # Refused, reset or cut: S3 is not there. A read timeout is a slow S3, left to the attempts and the deadline.
-        unreachable = isinstance(context.caught_exception, (ConnectionError, ConnectionClosedError))
+        unreachable = isinstance(caught, (ConnectionError, ConnectionClosedError))
         return not unreachable or self._clock.still_trying()
-
-
-def _certificate_refused(err: BaseException) -> bool:
-    """A certificate that does not verify now will not verify on the next attempt either."""
-    return any(isinstance(item, ssl.SSLCertVerificationError) for item in causes(err))
 
 
 def _raised_by_the_body(err: BaseException) -> bool:
@@ -158,9 +154,9 @@ def _raised_by_the_body(err: BaseException) -> bool:
     or the file cannot be read. Sending it again raises the same, after waits.
     """
     # Only the bare class: its subclasses (cut connection, read timeout) are the network's own.
-    if not isinstance(err, HTTPClientError) or type(err) is not HTTPClientError:
+    if type(err) is not HTTPClientError:
         return False
-    underneath = err.kwargs.get("error")
+    underneath = getattr(err, "kwargs", {}).get("error")
     return underneath is not None and not isinstance(underneath, _NETWORK_ERRORS)
 
 

@@ -98,7 +98,8 @@ def causes(err: BaseException) -> Iterator[BaseException]:
         pending.extend(item for item in wrapped if isinstance(item, BaseException))
 
 
-def _has(err: BaseException, *types: type) -> bool:
+def caused_by(err: BaseException, *types: type) -> bool:
+    """True when ``err`` or anything it wraps (see ``causes``) is one of ``types``."""
     return any(isinstance(item, types) for item in causes(err))
 
 
@@ -111,12 +112,12 @@ _NAME_RESOLUTION_ERRORS = tuple(
 
 def _connection_failure(err: BaseException) -> str:
     """Why a connection failed, from the exception types underneath requests' ``ConnectionError``."""
-    if _has(err, ConnectionRefusedError):
+    if caused_by(err, ConnectionRefusedError):
         return "connection refused"
     # A read timeout that used up the retries arrives as a ConnectionError wrapping urllib3's timeout.
-    if _has(err, urllib3.exceptions.ReadTimeoutError, socket.timeout):
+    if caused_by(err, urllib3.exceptions.ReadTimeoutError, socket.timeout):
         return "timed out waiting for an answer"
-    if _has(err, *_NAME_RESOLUTION_ERRORS):
+    if caused_by(err, *_NAME_RESOLUTION_ERRORS):
         return "host name does not resolve"
     return "connection failed"
 
@@ -142,7 +143,7 @@ def tls_failure_message(url: str, verify: Union[bool, str], err: BaseException) 
     """One line naming the host and the CA bundle that failed to verify it."""
     host = urlsplit(url).netloc
     ca = verify if isinstance(verify, str) else (default_ca_bundle() if verify else "no verification")
-    reason = "certificate verify failed" if _has(err, ssl.SSLCertVerificationError) else "TLS handshake failed"
+    reason = "certificate verify failed" if caused_by(err, ssl.SSLCertVerificationError) else "TLS handshake failed"
     return f"TLS: {reason} for {host} using {ca}; pass the right CA bundle with --cert (CA_CERT)"
 
 
