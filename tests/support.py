@@ -165,6 +165,9 @@ class ImsApi:
         assert stack.ims is not None
         self.base = stack.ims.url
         self.session = requests.Session()
+        if stack.ca_path is not None:  # an HTTPS stack: trust its CA (REQUESTS_CA_BUNDLE would win over verify)
+            self.session.verify = str(stack.ca_path)
+            self.session.trust_env = False
         self.session.headers["Authorization"] = f"Bearer {stack.issue_token(3600)}"
 
     def get(self, path: str) -> Any:

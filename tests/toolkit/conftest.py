@@ -16,7 +16,7 @@ import requests
 from ims_python_helper.local.presign import put_and_presign
 from ims_python_helper.local.repo_server import RepoServer
 from ims_python_helper.local.stack import LocalStack
-from tests.support import ROOT
+from tests.support import ROOT, ImsApi
 
 
 @dataclass
@@ -62,9 +62,8 @@ class Pod:
         return PodResult(done.returncode, done.stdout, done.stderr)
 
 
-@pytest.fixture
-def pod(stack: LocalStack, ims_api, tmp_path: Path) -> Pod:
-    """A fresh IMS job and the environment of a pod working on it (credentials as mounted files)."""
+def pod_for(stack: LocalStack, ims_api: ImsApi, tmp_path: Path) -> Pod:
+    """A fresh IMS job in ``stack`` and the environment of a pod working on it (credentials as mounted files)."""
     oauth = tmp_path / "admin-client-auth"
     oauth.mkdir()
     tokens = stack.tokens
@@ -73,6 +72,24 @@ def pod(stack: LocalStack, ims_api, tmp_path: Path) -> Pod:
     (oauth / "client-secret").write_text(stack.client_secret + "\n")
     (oauth / "endpoint").write_text(tokens.url + "\n")
     return Pod(stack, ims_api.new_job(), oauth)
+
+
+@pytest.fixture
+def pod(stack: LocalStack, ims_api: ImsApi, tmp_path: Path) -> Pod:
+    """A fresh IMS job and the environment of a pod working on it, on the plain-http stack."""
+    return pod_for(stack, ims_api, tmp_path)
+
+
+@pytest.fixture
+def tls_ims_api(tls_stack: LocalStack) -> ImsApi:
+    """Independent access to the HTTPS stack's IMS, trusting the stack's CA."""
+    return ImsApi(tls_stack)
+
+
+@pytest.fixture
+def tls_pod(tls_stack: LocalStack, tls_ims_api: ImsApi, tmp_path: Path) -> Pod:
+    """A pod on the HTTPS stack: IMS, the token endpoint and S3 on https, the stack's CA in ``CA_CERT``."""
+    return pod_for(tls_stack, tls_ims_api, tmp_path)
 
 
 @pytest.fixture
