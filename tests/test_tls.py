@@ -14,7 +14,7 @@ import sys
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Union
 
 import pytest
 import requests
@@ -212,16 +212,20 @@ def test_s3_verification_is_on_by_default_against_ca_cert_else_the_system_store(
     assert tls_snapshot() == before
 
 
-def test_a_certificate_that_does_not_verify_is_not_retried(tls_env, wrong_ca: str):
-    # A restarting RGW is waited for; a certificate from another CA will not verify next time either.
-    settings = S3Settings(
+def _tls_s3_settings(tls_env, verify: Union[bool, str]) -> S3Settings:
+    """The HTTPS stack's S3, checked with ``verify``."""
+    return S3Settings(
         endpoint=tls_env["S3_ENDPOINT"],
         bucket="boot-images",
         access_key=tls_env["S3_ACCESS_KEY"],
         secret_key=tls_env["S3_SECRET_KEY"],
-        verify=wrong_ca,
+        verify=verify,
     )
-    storage = S3Storage(settings)
+
+
+def test_a_certificate_that_does_not_verify_is_not_retried(tls_env, wrong_ca: str):
+    # A restarting RGW is waited for; a certificate from another CA will not verify next time either.
+    storage = S3Storage(_tls_s3_settings(tls_env, wrong_ca))
     sent = []
     storage.client.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
     with pytest.raises(StorageError, match="TLS: certificate verify failed for S3 at"):
@@ -231,13 +235,7 @@ def test_a_certificate_that_does_not_verify_is_not_retried(tls_env, wrong_ca: st
 
 @pytest.mark.parametrize("off_word", ["false", "off", "no", "f", "0"])
 def test_s3_ssl_verify_off_words_turn_verification_off_and_urllib3_still_warns(tls_env, off_word: str):
-    settings = S3Settings(
-        endpoint=tls_env["S3_ENDPOINT"],
-        bucket="boot-images",
-        access_key=tls_env["S3_ACCESS_KEY"],
-        secret_key=tls_env["S3_SECRET_KEY"],
-        verify=parse_ssl_verify(off_word),
-    )
+    settings = _tls_s3_settings(tls_env, parse_ssl_verify(off_word))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         S3Storage(settings).check_bucket()  # reaches S3 over TLS without verifying it
