@@ -10,7 +10,7 @@ alternate the methods, fetches it with:
 1. ``naive``: one ``requests`` stream in 1 MiB chunks to a file, then an md5
    pass over the file (the earlier clients' algorithm);
 2. ``floor``: boto3 ``download_file`` of the same object (no md5);
-3. ``ours``: ``ims_python_helper.download.download_file`` on the presigned URL,
+3. ``ours``: ``ims_python_helper.pod.download.download_file`` on the presigned URL,
    md5 verified against the object's.
 
 Each method runs as a child process, measured as ``publish_bench.measure`` does:
@@ -82,7 +82,7 @@ def child(method: str, url: str, out: str, md5: str, endpoint: str, access: str,
         )
         client.download_file(BUCKET, KEY, out)
         return 0
-    from ims_python_helper.download import download_file
+    from ims_python_helper.pod.download import download_file
 
     download_file(url, out, expected_md5=md5)
     return 0

@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple, Union
 
 from . import __version__
-from .arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from, uuid_argument
-from .checks import NO_ROOTFS, LocalArtifact, check_file, check_name, check_publish
-from .config import OPTIONS, Option, Settings, describe_source, file_dest, resolve_settings
-from .errors import ExitStatus, ImsHelperError, Interrupted, UsageError  # noqa: F401  (Interrupted: its old place)
-from .helper import ImsHelper
-from .jobsteps import (
+from .clients.redact import install_log_redaction, redact
+from .cmdline.arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from, uuid_argument
+from .cmdline.signals import SignalGuard, exit_process, write_final_line
+from .cmdline.steps import (
     STEP_TEXTS,
     image_fetch,
     image_fetch_arguments,
@@ -31,9 +29,11 @@ from .jobsteps import (
     recipe_wait_for_repos,
     wait_arguments,
 )
+from .config import OPTIONS, Option, Settings, describe_source, file_dest, resolve_settings
+from .errors import ExitStatus, ImsHelperError, Interrupted, UsageError  # noqa: F401  (Interrupted: its old place)
+from .helper import ImsHelper
 from .progress import make_progress
-from .redact import install_log_redaction, redact
-from .signals import SignalGuard, exit_process, write_final_line
+from .publish.checks import NO_ROOTFS, LocalArtifact, check_file, check_name, check_publish
 from .vocabulary import ARCHES, ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET, JOB_STATUSES, RECIPE_DISTROS
 
 PROG = "ims_python_helper"

@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import boto3
 import requests
 
-from .checks import check_uuid
-from .ims import ImsClient, Record
-from .recipes import template_list
-from .storage import S3Settings, connection_arguments
+from .clients.ims import ImsClient, Record
+from .clients.storage import S3Settings, connection_arguments
+from .publish.checks import check_uuid
+from .publish.recipes import template_list
 
 LOGGER = logging.getLogger(__name__)
 

@@ -11,16 +11,16 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-from . import parsers
+from .clients.oauth import DEFAULT_OAUTH_CONFIG_DIR, OAuthSettings
+from .clients.storage import S3Settings
+from .clients.transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
+from .cmdline import parsers
+from .cmdline.parsers import MIB
+from .cmdline.steps import StepSettings
 from .errors import ConfigError, UsageError
 from .helper import HelperSettings
-from .jobsteps import StepSettings
-from .parsers import MIB
-from .session import DEFAULT_OAUTH_CONFIG_DIR, OAuthSettings
-from .storage import S3Settings
-from .template import DEFAULT_DICTIONARY_PATH
-from .transfer import TransferOptions
-from .transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
+from .pod.template import DEFAULT_DICTIONARY_PATH
+from .publish.transfer import TransferOptions
 from .vocabulary import ARCHES, DEFAULT_IMAGE_BUCKET, DEFAULT_IMS_API_URL  # noqa: F401  (ARCHES: the local IMS, for now)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -28,13 +28,13 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
-from .download import DownloadOptions, download_file
+from .clients.oauth import Deadline
 from .errors import ConfigError, InputError
-from .extract import safe_extract
-from .jobpod import DEFAULT_CA_CERT, JobStatus, configure_logging, download_verify, run_step
+from .pod.download import DownloadOptions, download_file
+from .pod.extract import safe_extract
+from .pod.job import DEFAULT_CA_CERT, JobStatus, configure_logging, download_verify, run_step
+from .pod.template import DEFAULT_DICTIONARY_PATH, template_recipe
 from .progress import Progress, make_progress
-from .session import Deadline
-from .template import DEFAULT_DICTIONARY_PATH, template_recipe
 from .vocabulary import DEFAULT_IMS_API_URL
 
 #: IMS base URL (read by the pod classes at run time, so callers may set it).

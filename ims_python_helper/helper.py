@@ -15,7 +15,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import requests
 from requests.adapters import HTTPAdapter
 
-from .checks import (  # noqa: F401  (check_name, check_uuid: callers import them from here)
+from .clients.ims import ImsClient, Record
+from .clients.oauth import ClientCredentialsSession, Deadline, OAuthSettings, build_retry, open_oauth_session
+from .clients.storage import S3Settings, S3Storage
+from .clients.transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
+from .compat import LegacyCalls, legacy_s3_endpoint, platform_ca
+from .progress import Progress
+from .publish.checks import (  # noqa: F401  (check_name, check_uuid: callers import them from here)
     LocalArtifact,
     PathArg,
     check_name,
@@ -24,15 +30,10 @@ from .checks import (  # noqa: F401  (check_name, check_uuid: callers import the
     md5_of_file,
     resolve_artifacts,
 )
-from .compat import LegacyCalls, legacy_s3_endpoint, platform_ca
-from .images import ImagePublisher, run_key_for, set_job_status  # noqa: F401  (run_key_for is imported from here)
-from .ims import ImsClient, Record
-from .progress import Progress
-from .recipes import RecipeLoader, check_recipe
-from .session import ClientCredentialsSession, Deadline, OAuthSettings, build_retry, open_oauth_session
-from .storage import S3Settings, S3Storage
-from .transfer import TransferOptions
-from .transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
+from .publish.images import ImagePublisher, run_key_for, set_job_status  # noqa: F401  (run_key_for is imported from here)
+from .publish.recipes import RecipeLoader, check_recipe
+from .publish.transfer import TransferOptions
+from .publish.workflow import Services
 from .vocabulary import (  # noqa: F401  (JOB_STATUSES, RECIPE_DISTROS: callers import them from here)
     DEFAULT_IMAGE_BUCKET,
     DEFAULT_IMS_API_URL,
@@ -40,7 +41,6 @@ from .vocabulary import (  # noqa: F401  (JOB_STATUSES, RECIPE_DISTROS: callers 
     MAX_NAME_LENGTH,
     RECIPE_DISTROS,
 )
-from .workflow import Services
 
 LOGGER = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from typing import List, Optional
 
 import requests
 
+from .clients.oauth import Deadline
+from .clients.redact import redact
+from .clients.transport import check_transport, describe_request_error
 from .errors import ConfigError, DeadlineExceeded, ImsHelperError, InputError
-from .jobpod import JobStatus, configure_logging, ims_session, ims_url_from_env
-from .redact import redact
-from .session import Deadline
-from .transport import check_transport, describe_request_error
+from .pod.job import JobStatus, configure_logging, ims_session, ims_url_from_env
 
 LOGGER = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def main() -> int:
     if not recipe_root:
         LOGGER.error("RECIPE_ROOT_PARENT is not set; point it at the fetched recipe")
         return 1
-    from . import jobpod
+    from .pod import job as jobpod
 
     global POLL_INTERVAL
     POLL_INTERVAL = float(os.environ.get("REPO_POLL_INTERVAL") or POLL_INTERVAL)

@@ -23,10 +23,10 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import pytest
 import requests
 
-from ims_python_helper.claims import CLAIM_PREFIX
 from ims_python_helper.local.s3backend import S3Backend
 from ims_python_helper.local.s3client import backend_s3_client
 from ims_python_helper.local.stack import LocalStack
+from ims_python_helper.publish.claims import CLAIM_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Buckets the local S3 engines create (and the snapshots look into).

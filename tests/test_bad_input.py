@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import pytest
 
 from ims_python_helper import ImsHelper
+from ims_python_helper.clients.oauth import create_oauth_session
 from ims_python_helper.errors import ImsHelperError
 from ims_python_helper.local.stack import LocalStack
-from ims_python_helper.session import create_oauth_session
 from tests.fake_ims import MIB, Answer, FakeIms
 from tests.support import Artifacts, s3_engines
 

@@ -23,8 +23,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
+from ims_python_helper.clients.ims import JOB_METADATA_KEY, RUN_METADATA_KEY
 from ims_python_helper.helper import run_key_for
-from ims_python_helper.ims import JOB_METADATA_KEY, RUN_METADATA_KEY
 from ims_python_helper.local.stack import LocalStack
 from tests.faults import ledger
 from tests.faults.crash import KillSwitch, plan_kill_points

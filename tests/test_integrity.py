@@ -23,10 +23,10 @@ from typing import Any, Callable
 
 import pytest
 
+from ims_python_helper.clients.storage import S3Settings, S3Storage
 from ims_python_helper.errors import StorageError, VerificationError
 from ims_python_helper.local.stack import LocalStack
-from ims_python_helper.storage import S3Settings, S3Storage
-from ims_python_helper.transfer import ArtifactUpload, ArtifactUploader, TransferOptions
+from ims_python_helper.publish.transfer import ArtifactUpload, ArtifactUploader, TransferOptions
 from tests.faults.front import ProxiedStack, publish_argv
 from tests.faults.proxy import Fault, FaultProxy
 from tests.support import Artifacts, CliResult, Snapshot
@@ -238,7 +238,7 @@ def test_a_file_past_the_part_limit_goes_up_in_larger_parts(
 
 
 def test_a_part_whose_size_differs_from_what_was_read_is_not_sent(tmp_path: Path) -> None:
-    from ims_python_helper.integrity import HashingReader
+    from ims_python_helper.publish.integrity import HashingReader
 
     path = tmp_path / "data"
     path.write_bytes(b"x" * 100)

@@ -1,7 +1,10 @@
-"""The client package keeps the shape issue 10 gave it: small files, short simple functions, one way to settings.
+"""The package keeps its shape: rooms by purpose, imports flowing one way, small files, one door for settings.
 
 Measured with radon (cyclomatic complexity) over every module of the client
-package outside ``local/`` (the local stack has limits of its own).
+package outside ``local/`` (the local stack has limits of its own), and with
+``ast`` for the imports: every import counts, those inside functions and
+under ``TYPE_CHECKING`` too, since a lazy import hides a circle rather than
+removing it.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 from radon.complexity import cc_visit
@@ -19,6 +22,8 @@ MAX_FILE_LINES = 450
 MAX_FUNCTION_LINES = 50
 MAX_COMPLEXITY = 12
 MAX_FACADE_LINES = 200
+#: Modules at the package root besides the subpackages: the entries and what every room shares.
+MAX_ROOT_MODULES = 14
 #: Only the CLI (and the option table itself) may read the option table; the layers take built objects.
 CONFIG_READERS = {"cli.py", "config.py"}
 CONFIG_IMPORT = re.compile(r"from \.config\b|from ims_python_helper\.config\b|import ims_python_helper\.config\b")
@@ -26,7 +31,84 @@ CONFIG_IMPORT = re.compile(r"from \.config\b|from ims_python_helper\.config\b|im
 
 def client_modules() -> List[Path]:
     """Every module of the client package outside local/."""
-    return sorted(path for path in PACKAGE.glob("*.py"))
+    return sorted(path for path in PACKAGE.rglob("*.py") if "local" not in path.relative_to(PACKAGE).parts)
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of a module file of the package (``ims_python_helper.pod.download``)."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: Set[str]) -> Set[str]:
+    """The package's modules that ``path`` imports anywhere in its body (a package counts as its __init__)."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found: Set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            # "from .pod import download" names the module pod.download; "from .errors import X" the module errors.
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != module_name(path):
+                found.add(target)
+    return found
+
+
+def import_graph(paths: List[Path]) -> Dict[str, Set[str]]:
+    known = {module_name(path) for path in paths}
+    return {module_name(path): imported_modules(path, known) for path in paths}
+
+
+def circles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm, iteratively)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    on_stack: Set[str] = set()
+    found: List[List[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    found.append(sorted(group))
+    return found
 
 
 def package_modules() -> List[Path]:
@@ -85,3 +167,18 @@ def test_the_cli_imports_local_only_inside_functions():
     names = [getattr(node, "module", None) or "" for node in top_level]
     names += [alias.name for node in top_level for alias in node.names]
     assert not [name for name in names if "local" in name.split(".")], f"cli.py imports local/ at the top: {names}"
+
+
+def test_the_root_holds_the_entries_and_the_shared_pieces_only():
+    root = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, f"{len(root)} modules at the root: {root}; put them in their room"
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_in_the_package_or_local():
+    found = circles(import_graph(package_modules()))
+    assert not found, f"import circles: {found}"

@@ -22,8 +22,8 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from ims_python_helper.claims import CLAIM_PREFIX
 from ims_python_helper.local.stack import LocalStack
+from ims_python_helper.publish.claims import CLAIM_PREFIX
 from tests.faults import ledger
 from tests.faults.front import (
     ProxiedStack,

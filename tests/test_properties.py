@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from ims_python_helper.cli import Environment, build_parser, main
+from ims_python_helper.clients.redact import MASK, SecretRegistry
 from ims_python_helper.config import OPTIONS, resolve_settings
 from ims_python_helper.errors import ConfigError, InputError, UsageError
 from ims_python_helper.helper import MAX_NAME_LENGTH, check_name, check_uuid
-from ims_python_helper.manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
-from ims_python_helper.redact import MASK, SecretRegistry
+from ims_python_helper.publish.manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.retries import standard
 
-from ims_python_helper.s3outage import DeadlineBackoff, OutageClock, OutageConditions, is_throttled
-from ims_python_helper.session import Deadline
-from ims_python_helper.storage import S3Settings
+from ims_python_helper.clients.oauth import Deadline
+from ims_python_helper.clients.s3retry import DeadlineBackoff, OutageClock, OutageConditions, is_throttled
+from ims_python_helper.clients.storage import S3Settings
 
 
 def refused(attempt: int) -> standard.RetryContext:

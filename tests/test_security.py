@@ -18,13 +18,13 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from ims_python_helper import ImsHelper
+from ims_python_helper.clients.ims import ImsClient
+from ims_python_helper.clients.oauth import ClientCredentialsSession, create_oauth_session
+from ims_python_helper.clients.redact import MASK, SecretRegistry
+from ims_python_helper.clients.storage import S3Settings, S3Storage
 from ims_python_helper.config import Settings
 from ims_python_helper.errors import AuthError, ImsApiError
-from ims_python_helper.ims import ImsClient
 from ims_python_helper.local.stack import LocalStack
-from ims_python_helper.redact import MASK, SecretRegistry
-from ims_python_helper.session import ClientCredentialsSession, create_oauth_session
-from ims_python_helper.storage import S3Settings, S3Storage
 from tests.fake_ims import Answer, FakeIms
 from tests.support import CliResult, CliRunner
 

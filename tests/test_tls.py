@@ -21,12 +21,12 @@ import requests
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
+from ims_python_helper.clients.storage import S3Settings, S3Storage
 from ims_python_helper.config import parse_ssl_verify, resolve_settings
 from ims_python_helper.errors import StorageError
 from ims_python_helper.local.stack import CLIENT_ID, LocalStack
 from ims_python_helper.local.tls import LocalCA
 from ims_python_helper.local.token_server import TokenServer
-from ims_python_helper.storage import S3Settings, S3Storage
 from tests.support import ROOT, Artifacts, CliResult, CliRunner
 
 

@@ -25,12 +25,12 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
+from ims_python_helper.clients.oauth import Deadline
+from ims_python_helper.clients.storage import S3Settings, S3Storage
 from ims_python_helper.errors import StorageError
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.progress import LogProgress
-from ims_python_helper.session import Deadline
-from ims_python_helper.storage import S3Settings, S3Storage
-from ims_python_helper.transfer import (
+from ims_python_helper.publish.transfer import (
     ArtifactUpload,
     ArtifactUploader,
     TransferOptions,

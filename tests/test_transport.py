@@ -11,8 +11,8 @@ import requests
 import urllib3.exceptions
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 
-from ims_python_helper.session import ClientCredentialsSession
-from ims_python_helper.transport import describe_request_error
+from ims_python_helper.clients.oauth import ClientCredentialsSession
+from ims_python_helper.clients.transport import describe_request_error
 
 
 def _refused() -> NewConnectionError:

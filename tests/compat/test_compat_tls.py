@@ -17,11 +17,11 @@ from typing import Dict, Optional
 import pytest
 
 from ims_python_helper import ImsHelper
+from ims_python_helper.clients.storage import S3Storage
 from ims_python_helper.config import resolve_settings
 from ims_python_helper.errors import StorageError
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.session import create_oauth_session
-from ims_python_helper.storage import S3Storage
 from tests.support import Artifacts, CliRunner
 
 

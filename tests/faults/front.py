@@ -23,7 +23,7 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Union
 import botocore.exceptions
 
 from ims_python_helper.artifacts import KIND_BY_NAME, MANIFEST_KEY
-from ims_python_helper.ims import JOB_METADATA_KEY
+from ims_python_helper.clients.ims import JOB_METADATA_KEY
 from ims_python_helper.local.stack import LocalStack
 from tests.faults import ledger
 from tests.faults.proxy import FaultProxy, Observer

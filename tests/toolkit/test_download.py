@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from ims_python_helper.download import ChecksumMismatch, DownloadError, DownloadOptions, download_file
+from ims_python_helper.pod.download import ChecksumMismatch, DownloadError, DownloadOptions, download_file
 from tests.toolkit.rangeserver import RangeServer
 
 PART = 256 * 1024
@@ -84,7 +84,7 @@ def test_refused_url_is_one_line_error_without_the_signature(tmp_path):
 
 
 def test_the_hasher_takes_the_bytes_in_file_order_whatever_order_they_arrive_in(blob):
-    from ims_python_helper.download_ranges import InOrderHasher, new_buffer, plan_spans
+    from ims_python_helper.pod.ranges import InOrderHasher, new_buffer, plan_spans
 
     spans = plan_spans(len(blob), PART)
     free: list = []
@@ -110,7 +110,7 @@ def test_parts_off_the_direct_io_boundary_are_written_through_the_page_cache(tmp
 
 
 def test_a_file_system_refusing_direct_writes_gets_the_bytes_through_the_page_cache(tmp_path, blob, monkeypatch):
-    from ims_python_helper import download_ranges
+    from ims_python_helper.pod import ranges as download_ranges
 
     writers, refusals = [], []
     real_init, real_pwrite = download_ranges.FileWriter.__init__, download_ranges.pwrite_all

@@ -11,8 +11,8 @@ from typing import Callable, List
 import pytest
 
 from ims_python_helper.errors import InputError
-from ims_python_helper.extract import UnsafeArchive, safe_extract
-from ims_python_helper.template import TemplateError, template_recipe
+from ims_python_helper.pod.extract import UnsafeArchive, safe_extract
+from ims_python_helper.pod.template import TemplateError, template_recipe
 
 
 def _file(name: str, data: bytes = b"data\n", mode: int = 0o644) -> tarfile.TarInfo:

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from ims_python_helper.errors import ConfigError
+from ims_python_helper.pod.template import template_recipe
 from ims_python_helper.progress import BarProgress
-from ims_python_helper.template import template_recipe
 
 
 def test_log_line_during_bars_is_written_whole_between_bar_redraws():

@@ -26,7 +26,7 @@ import tarfile
 import tempfile
 from typing import Dict, List, Tuple, Union
 
-from .errors import InputError
+from ..errors import InputError
 
 LOGGER = logging.getLogger(__name__)
 COPY_CHUNK = 1024 * 1024

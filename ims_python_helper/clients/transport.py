@@ -18,7 +18,7 @@ import requests
 import urllib3.exceptions
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .redact import redact
 
 #: Seconds a single request may take unless the caller says otherwise.

@@ -7,13 +7,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Union
 
+from ..clients.ims import Record
+from ..clients.storage import ObjectInfo
+from ..errors import StorageError
+from ..vocabulary import RECIPE_ARTIFACT_TYPE, RECIPE_KEY
 from .checks import check_arch, check_distro, check_file, check_gzipped_tar, check_name, check_templates, check_uuid
-from .errors import StorageError
-from .ims import Record
 from .manifest import ArtifactLink
-from .storage import ObjectInfo
 from .transfer import ArtifactUpload
-from .vocabulary import RECIPE_ARTIFACT_TYPE, RECIPE_KEY
 from .workflow import Cleanup, Services, find_reusable
 
 LOGGER = logging.getLogger(__name__)

@@ -33,9 +33,9 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 
 import botocore.exceptions
 
-from .errors import ImsHelperError, StorageError
-from .session import Deadline
-from .storage import S3Storage, describe_s3_error, s3_error_code
+from ..clients.oauth import Deadline
+from ..clients.storage import S3Storage, describe_s3_error, s3_error_code
+from ..errors import ImsHelperError, StorageError
 
 LOGGER = logging.getLogger(__name__)
 

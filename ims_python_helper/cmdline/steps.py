@@ -15,17 +15,17 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
+from ..clients.ims import ImsClient
+from ..clients.oauth import Deadline, OAuthSettings, open_oauth_session
+from ..clients.transport import check_url
+from ..errors import ConfigError, UsageError
+from ..fetch import FetchOptions, fetch_image, fetch_recipe
+from ..pod.download import DownloadOptions
+from ..pod.job import JobStatus
+from ..pod.template import DEFAULT_DICTIONARY_PATH
+from ..progress import Progress
+from ..wait_for_kiwi_repos import IMS_JOB_STATUS, wait_for_repos
 from .arguments import SwitchOnce, job_id_from, uuid_argument
-from .download import DownloadOptions
-from .errors import ConfigError, UsageError
-from .fetch import FetchOptions, fetch_image, fetch_recipe
-from .ims import ImsClient
-from .jobpod import JobStatus
-from .progress import Progress
-from .session import Deadline, OAuthSettings, open_oauth_session
-from .template import DEFAULT_DICTIONARY_PATH
-from .transport import check_url
-from .wait_for_kiwi_repos import IMS_JOB_STATUS, wait_for_repos
 
 LOGGER = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from .errors import ConfigError, StorageError, VerificationError
+from ..errors import ConfigError, StorageError, VerificationError
 from .redact import SECRETS, redact
-from .s3outage import install_s3_retries
+from .s3retry import install_s3_retries
 from .transport import DEFAULT_TIMEOUT, check_url
 
 if TYPE_CHECKING:
-    from .session import Deadline
+    from .oauth import Deadline
 
 LOGGER = logging.getLogger(__name__)
 

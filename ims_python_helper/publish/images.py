@@ -14,13 +14,13 @@ import uuid
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote
 
+from ..clients.ims import Record
+from ..errors import CleanupError, ImsApiError, ImsImagesExistWithName, InputError, StorageError, TransportError
+from ..vocabulary import JOB_METADATA_KEY, MANIFEST_KEY, MANIFEST_TYPE, RUN_METADATA_KEY, kind_for_type
 from .checks import LocalArtifact, check_arch, check_job_status, check_name, check_uuid
 from .claims import RUNNING, ClaimError, ClaimState, RunClaim
-from .errors import CleanupError, ImsApiError, ImsImagesExistWithName, InputError, StorageError, TransportError
-from .ims import Record
 from .manifest import ArtifactLink, Manifest, ManifestEntry, ManifestError
 from .transfer import ArtifactUpload, UploadedObject
-from .vocabulary import JOB_METADATA_KEY, MANIFEST_KEY, MANIFEST_TYPE, RUN_METADATA_KEY, kind_for_type
 from .workflow import Cleanup, Services, find_reusable
 
 LOGGER = logging.getLogger(__name__)

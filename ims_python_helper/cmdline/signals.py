@@ -19,7 +19,7 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Dict, Optional
 
-from .errors import ExitStatus, Interrupted
+from ..errors import ExitStatus, Interrupted
 
 #: Seconds after SIGTERM/SIGINT by which the process has ended, whatever S3 and IMS do.
 EXIT_AFTER_SIGNAL = 20.0

@@ -29,11 +29,11 @@ import urllib3.exceptions
 from botocore.exceptions import ConnectionClosedError, ConnectionError, HTTPClientError
 from botocore.retries import quota, standard
 
-from .errors import Interrupted
+from ..errors import Interrupted
 from .transport import caused_by
 
 if TYPE_CHECKING:
-    from .session import Deadline
+    from .oauth import Deadline
 
 LOGGER = logging.getLogger(__name__)
 

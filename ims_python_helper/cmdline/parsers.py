@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from .transport import OFF_WORDS, ON_WORDS
+from ..clients.transport import OFF_WORDS, ON_WORDS
 
 MIB = 1024 * 1024
 #: Most parallel S3 requests allowed (memory is bounded by part size times this).

@@ -23,7 +23,7 @@ import os
 import tempfile
 from typing import Any, Dict, List, Optional, Union
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 LOGGER = logging.getLogger(__name__)
 

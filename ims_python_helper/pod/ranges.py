@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 import requests
 import urllib3.exceptions
 
-from .transport import describe_request_error
+from ..clients.transport import describe_request_error
 
 if TYPE_CHECKING:
     from .download import Downloader
 
-LOGGER = logging.getLogger("ims_python_helper.download")
+LOGGER = logging.getLogger("ims_python_helper.pod.download")
 MIB = 1024 * 1024
 #: Bytes asked of the socket per read (and written per ``pwrite``, hashed per update): large reads keep the
 #: per-byte Python cost low, and md5 releases the GIL only for large updates.

@@ -8,12 +8,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..clients.ims import ImsClient, Record
+from ..clients.oauth import Deadline
+from ..clients.storage import S3Storage
+from ..errors import CleanupError, ImsApiError, ImsHelperError, Interrupted
+from ..progress import Progress
 from .checks import md5_of_file
-from .errors import CleanupError, ImsApiError, ImsHelperError, Interrupted
-from .ims import ImsClient, Record
-from .progress import Progress
-from .session import Deadline
-from .storage import S3Storage
 from .transfer import ArtifactUpload, ArtifactUploader, TransferOptions, UploadedObject
 
 LOGGER = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import argparse
 import uuid
 from typing import Any, Mapping, Optional, Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):

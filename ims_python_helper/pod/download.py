@@ -43,7 +43,12 @@ from typing import Any, Optional, Tuple, Union
 import requests
 from requests.adapters import HTTPAdapter
 
-from .download_ranges import (
+from ..clients.oauth import Deadline
+from ..clients.redact import redact
+from ..clients.transport import check_url, tls_failure_message
+from ..errors import DeadlineExceeded, ImsHelperError, TransportError
+from ..progress import Progress
+from .ranges import (
     READ_CHUNK,
     TRANSIENT,
     Cancelled,
@@ -57,11 +62,6 @@ from .download_ranges import (
     pwrite_all,
     read_some,
 )
-from .errors import DeadlineExceeded, ImsHelperError, TransportError
-from .progress import Progress
-from .redact import redact
-from .session import Deadline
-from .transport import check_url, tls_failure_message
 
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024

@@ -12,11 +12,11 @@ import os
 import sys
 from typing import Any, Callable, Dict, Optional, Union
 
-from .errors import ConfigError, ImsHelperError
-from .ims import ImsClient
-from .redact import install_log_redaction, redact
-from .session import ClientCredentialsSession, Deadline, create_oauth_session, get_admin_client_auth
-from .vocabulary import DEFAULT_IMS_API_URL
+from ..clients.ims import ImsClient
+from ..clients.oauth import ClientCredentialsSession, Deadline, create_oauth_session, get_admin_client_auth
+from ..clients.redact import install_log_redaction, redact
+from ..errors import ConfigError, ImsHelperError
+from ..vocabulary import DEFAULT_IMS_API_URL
 
 LOGGER = logging.getLogger(__name__)
 

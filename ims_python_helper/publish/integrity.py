@@ -24,7 +24,7 @@ import hashlib
 import threading
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from .errors import VerificationError
+from ..errors import VerificationError
 
 
 class HashingReader:

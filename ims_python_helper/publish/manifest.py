@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from .artifacts import SQUASHFS_ARTIFACT_TYPE
-from .errors import ImsHelperError
+from ..artifacts import SQUASHFS_ARTIFACT_TYPE
+from ..errors import ImsHelperError
 
 MANIFEST_VERSION = "1.0"
 

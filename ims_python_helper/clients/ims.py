@@ -11,11 +11,11 @@ from typing import Any, Dict, List, Optional
 
 import requests
 
-from .errors import DeadlineExceeded, ImsAnswerError, ImsApiError, ImsConnectionError, ImsHelperError, TransportError
+from ..errors import DeadlineExceeded, ImsAnswerError, ImsApiError, ImsConnectionError, ImsHelperError, TransportError
+from ..vocabulary import JOB_METADATA_KEY, RUN_METADATA_KEY  # noqa: F401  (callers import both from here)
+from .oauth import TRANSIENT_STATUSES, Deadline
 from .redact import redact
-from .session import TRANSIENT_STATUSES, Deadline
 from .transport import DEFAULT_TIMEOUT, check_url, describe_request_error, tls_failure_message
-from .vocabulary import JOB_METADATA_KEY, RUN_METADATA_KEY  # noqa: F401  (callers import both from here)
 
 LOGGER = logging.getLogger(__name__)
 
