@@ -7,8 +7,12 @@ A recipe lists its templates in ``.ims_recipe_template.yaml``::
 
 and the values come from a YAML mapping mounted at ``/etc/cray/template_dictionary``
 (the recipe record's ``template_dictionary``). Each listed file is rendered in
-place with Jinja2, keeping its mode. Jinja2 and PyYAML are imported only when a
-recipe needs them (the ``template`` extra).
+place with Jinja2's sandbox, keeping its mode: a recipe is data, so a template
+may use its values, filters, ``for`` and ``if``, and a template that reaches
+for more (attributes such as ``__class__``, includes, methods that change a
+value) is refused with its file and line. Every template is rendered to memory
+before any file is replaced, so a refused one leaves every file as it was.
+Jinja2 and PyYAML are imported only when a recipe needs them (the ``template`` extra).
 
     no dictionary file   -> warn, leave the recipe untemplated
     list, no values      -> fail
@@ -104,21 +108,91 @@ def template_files(recipe_root: str) -> List[str]:
     return paths
 
 
-def _render(path: str, root: str, values: Dict[str, Any]) -> str:
+#: Largest text one template may render to, and the largest string or list one ``*`` may make on the way.
+MAX_RENDERED_CHARS = 16 * 1024 * 1024
+#: Largest exponent of ``**`` in a template (a recipe needs arithmetic for sizes, not huge numbers).
+MAX_EXPONENT = 1024
+
+
+def _sandbox() -> Any:
+    """A Jinja2 environment in which a template can read values, filter, loop and branch, and nothing else.
+
+    ``ImmutableSandboxedEnvironment`` refuses underscore attributes (``__class__``,
+    ``__globals__``, ...), unsafe function attributes, and methods that change a
+    value; its loader refuses every name, so ``include``/``import``/``extends`` fail too. The
+    two operators that can exhaust memory with one expression are bounded.
+    """
     jinja2 = _jinja2()
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+    class NoTemplates(jinja2.BaseLoader):  # type: ignore[misc, name-defined]
+        def get_source(self, environment: Any, template: str) -> Any:
+            raise SecurityError(f"{template!r} cannot be included, imported or extended (a template stands alone)")
+
+    class RecipeSandbox(ImmutableSandboxedEnvironment):  # type: ignore[misc, valid-type]
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"an exponent above {MAX_EXPONENT}")
+            if operator == "*" and _repeats_too_much(left, right):
+                raise SecurityError(f"a string or list repeated beyond {MAX_RENDERED_CHARS} items")
+            return super().call_binop(context, operator, left, right)
+
     # Not HTML: recipe files (kiwi XML, scripts) must get the values verbatim.
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return RecipeSandbox(
+        loader=NoTemplates(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+
+
+def _repeats_too_much(left: Any, right: Any) -> bool:
+    for sequence, count in ((left, right), (right, left)):
+        if isinstance(sequence, (str, bytes, list, tuple)) and isinstance(count, int):
+            return len(sequence) * count > MAX_RENDERED_CHARS
+    return False
+
+
+def _template_line(err: BaseException) -> Optional[int]:
+    """The template line of an error: Jinja2 sets it on syntax errors and rewrites the traceback of the rest."""
+    line = getattr(err, "lineno", None)
+    frame = err.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename == "<template>":
+            line = frame.tb_lineno
+        frame = frame.tb_next
+    return line
+
+
+def _render(path: str, root: str, values: Dict[str, Any]) -> str:
+    """Render one template in the sandbox, to memory; raises ``TemplateError`` naming the file and line."""
     shown = os.path.relpath(path, root)
     try:
         with open(path, encoding="utf-8") as handle:
-            return str(environment.from_string(handle.read()).render(**values))
+            source = handle.read()
     except UnicodeDecodeError:
         raise TemplateError(f"template {shown} is not UTF-8 text") from None
-    except jinja2.TemplateError as err:
-        line = getattr(err, "lineno", None)
+    jinja2 = _jinja2()
+    size = 0
+    parts = []
+    try:
+        for part in _sandbox().from_string(source).generate(**values):
+            size += len(part)
+            if size > MAX_RENDERED_CHARS:
+                raise TemplateError(f"template {shown} renders to more than {MAX_RENDERED_CHARS} characters; refused")
+            parts.append(part)
+    except TemplateError:
+        raise
+    except Exception as err:  # a template can raise anything; each is one line naming file and line
+        line = _template_line(err)
         where = f" line {line}" if line else ""
-        message = str(getattr(err, "message", None) or err).splitlines()[0]
+        message = (str(getattr(err, "message", None) or err).splitlines() or [type(err).__name__])[0].rstrip(".")
+        if isinstance(err, jinja2.sandbox.SecurityError):
+            raise TemplateError(
+                f"template {shown}{where} is refused: {message} "
+                "(a recipe template may use its values, filters, for and if, nothing more)"
+            ) from None
         raise TemplateError(f"template {shown}{where} does not render: {message}") from None
+    return "".join(parts)
 
 
 def _replace(path: str, text: str) -> None:
