@@ -110,6 +110,9 @@ OPTIONS: Tuple[Option, ...] = (
            ("IMS_REPO_TIMEOUT",), default=500.0, parse=parsers.positive_float, metavar="SECONDS"),
     Option("repo_poll_interval", ("--repo-poll-interval",), "recipe wait_for_repos: seconds between polls",
            ("REPO_POLL_INTERVAL",), default=5.0, parse=parsers.positive_float, metavar="SECONDS"),
+    Option("repo_token_hosts", ("--repo-token-hosts",),
+           "recipe wait_for_repos: hosts besides IMS's that get the job's token (https only), comma-separated",
+           ("IMS_REPO_TOKEN_HOSTS",), default=(), parse=parsers.host_list, metavar="HOSTS"),
 )
 # fmt: on
 
@@ -147,6 +150,7 @@ class Settings:
     template_dictionary_file: str = _default("template_dictionary_file")
     repo_timeout: float = _default("repo_timeout")
     repo_poll_interval: float = _default("repo_poll_interval")
+    repo_token_hosts: Tuple[str, ...] = _default("repo_token_hosts")
     #: Names of secrets that were given on the command line (for the warning).
     secrets_on_argv: Tuple[str, ...] = ()
 
@@ -169,6 +173,7 @@ class Settings:
             template_dictionary=self.template_dictionary_file,
             repo_timeout=self.repo_timeout,
             repo_poll_interval=self.repo_poll_interval,
+            repo_token_hosts=self.repo_token_hosts,
         )
 
     def helper_settings(self, bucket: Optional[str] = None) -> HelperSettings:
@@ -272,6 +277,17 @@ def resolve_settings(flags: Mapping[str, Any], environ: Optional[Mapping[str, st
     return Settings(**{k: v for k, v in values.items() if k in known})
 
 
+def resolve_option(dest: str, environ: Optional[Mapping[str, str]] = None) -> Any:
+    """One option's value from the environment (or its mounted file, or the default), for entries without flags.
+
+    Raises ``UsageError`` naming the variable when its value has the wrong shape.
+    """
+    env = os.environ if environ is None else environ
+    option = next(o for o in OPTIONS if o.dest == dest)
+    raw, source = _from_environment(option, env, _config_dir({}, env))
+    return _parsed(option, raw, source)
+
+
 def file_dest(option: Option) -> Optional[str]:
     """The argparse destination of an option's file flag (``oauth_client_secret_file``), if it has one."""
     if not option.file_flag:
@@ -288,7 +304,7 @@ def describe_source(option: Option) -> str:
         parts.append(f"env {option.file_env} (a file)")
     if option.mounted_file:
         parts.append(f"file $OAUTH_CONFIG_DIR/{option.mounted_file}")
-    if option.default not in (None, "", False):
+    if option.default not in (None, "", False, ()):
         parts.append(f"default {option.default}")
     return "; ".join(parts)
 
@@ -304,6 +320,6 @@ def options_markdown() -> str:
         if option.file_env:
             env += f", `{option.file_env}` (path)"
         mounted = f"`{option.mounted_file}`" if option.mounted_file else ""
-        default = "" if option.default in (None, "", False) else f"`{option.default}`"
+        default = "" if option.default in (None, "", False, ()) else f"`{option.default}`"
         lines.append(f"| {flag} | {env} | {mounted} | {default} | {option.help} |")
     return "\n".join(lines)

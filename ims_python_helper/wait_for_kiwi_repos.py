@@ -2,8 +2,13 @@
 
 The recipe's ``config.xml`` lists ``<repository><source path="..."/></repository>``;
 every http(s) path must answer a HEAD of ``<path>/repodata/repomd.xml`` with
-2xx. They are polled until all do or the timeout passes. A recipe with no
-http(s) repository has nothing to wait for: that is success.
+2xx. They are polled until all do or the timeout passes (the timeout bounds
+the whole wait, whatever a repository does). A recipe with no http(s)
+repository has nothing to wait for: that is success. The job's bearer token
+goes only over https to the IMS and token-endpoint hosts and to the hosts of
+``IMS_REPO_TOKEN_HOSTS``; every other repository is probed without
+credentials. The work is in ``pod.repos`` and ``pod.probe``; this module is
+the pods' fixed entry.
 
 Pod scripts call ``wait_for_kiwi_repos(...)`` (returns 0 or 1, sets the job to
 ``error`` on 1); library callers use ``wait_for_repos`` (raises). Also a script::
@@ -19,92 +24,42 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
-import time
-import xml.etree.ElementTree as ET
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import requests
 
 from .clients.oauth import Deadline
 from .clients.redact import redact
-from .clients.transport import check_transport, describe_request_error
-from .errors import ConfigError, DeadlineExceeded, ImsHelperError, InputError
+from .errors import ImsHelperError
+from .pod import repos
 from .pod.job import JobStatus, configure_logging, ims_session, ims_url_from_env
+from .pod.probe import RepoProbe, repomd_url
+from .pod.repos import IMS_JOB_STATUS, MAX_CONFIG_BYTES, ReposUnavailable, kiwi_repositories
 
 LOGGER = logging.getLogger(__name__)
 
-#: The job status this step reports.
-IMS_JOB_STATUS = "waiting_for_repos"
 DEFAULT_TIMEOUT = 500
 #: Seconds between polling rounds (cut to what the timeout leaves).
-POLL_INTERVAL = 5.0
-#: Largest config.xml read.
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+POLL_INTERVAL = repos.DEFAULT_POLL_INTERVAL
 
 
-class ReposUnavailable(ImsHelperError):
-    """Some repositories still did not answer when the timeout passed."""
+def is_repo_available(
+    session: requests.Session,
+    repo_url: str,
+    logger: logging.Logger,
+    timeout: float,
+    ims_url: Optional[str] = None,
+    token_hosts: Sequence[str] = (),
+) -> bool:
+    """True when a HEAD of ``repo_url``'s ``repodata/repomd.xml`` answers 2xx, within ``timeout`` seconds.
 
-
-def kiwi_repositories(config_path: str) -> List[str]:
-    """The http(s) repository paths of a kiwi ``config.xml`` (others, such as ``obs://`` or dirs, are skipped).
-
-    Refuses a document with a DOCTYPE or entity declarations: the standard
-    parser would expand them (entity tricks), and kiwi descriptions need none.
+    The session's CA is used; its bearer token goes along only over https to
+    the host of ``ims_url``, of the session's token endpoint, or one of
+    ``token_hosts`` (never after a redirect to another host).
     """
-    try:
-        with open(config_path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as err:
-        raise InputError(f"cannot read the recipe's {config_path}: {err.strerror}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise InputError(f"{config_path} is larger than {MAX_CONFIG_BYTES} bytes; not a kiwi description")
-    if _DTD.search(data):
-        raise InputError(f"{config_path} declares a DOCTYPE or entities; refused (kiwi descriptions need none)")
-    try:
-        root = ET.fromstring(data)  # noqa: S314 - DTDs refused above, so no entity expansion
-    except ET.ParseError as err:
-        raise InputError(f"{config_path} is not well-formed XML ({err}); fix the recipe") from None
-    paths = []
-    for source in root.iter("source"):
-        path = (source.get("path") or "").strip()
-        if path.lower().startswith(("http://", "https://")) and path not in paths:
-            paths.append(path)
-    return paths
-
-
-def repomd_url(repo_path: str) -> str:
-    """Where a repository's metadata index lives."""
-    return repo_path.rstrip("/") + "/repodata/repomd.xml"
-
-
-def is_repo_available(session: requests.Session, repo_url: str, logger: logging.Logger, timeout: float) -> bool:
-    """True when a HEAD of ``repo_url``'s ``repodata/repomd.xml`` answers 2xx (bearer token and CA from ``session``).
-
-    A plain-http repository that is not on this machine gets the HEAD without the
-    token: credentials never travel over plain http.
-    """
-    url = repomd_url(repo_url)
-    try:
-        try:
-            check_transport(url, "repository URL")
-            response = session.head(url, timeout=timeout, allow_redirects=True)
-        except ConfigError:
-            response = requests.head(url, timeout=timeout, allow_redirects=True, verify=session.verify)
-    except requests.exceptions.RequestException as err:
-        logger.info("repository %s not available yet: %s", redact(repo_url), describe_request_error(err))
-        return False
-    except DeadlineExceeded:
-        return False
-    response.close()
-    if 200 <= response.status_code < 300:
-        logger.info("repository %s is available", redact(repo_url))
-        return True
-    logger.info("repository %s not available yet: HTTP %d", redact(repo_url), response.status_code)
-    return False
+    probe = RepoProbe.for_session(session, ims_url, token_hosts, logger)
+    return not probe.unavailable([repo_url], Deadline(timeout))
 
 
 def wait_for_repos(
@@ -113,28 +68,16 @@ def wait_for_repos(
     timeout: float = DEFAULT_TIMEOUT,
     logger: Optional[logging.Logger] = None,
     poll_interval: Optional[float] = None,
+    ims_url: Optional[str] = None,
+    token_hosts: Sequence[str] = (),
 ) -> List[str]:
-    """Poll the recipe's http(s) repositories until all answer; returns them. Raises ``ReposUnavailable`` on timeout."""
-    log = logger or LOGGER
-    repos = kiwi_repositories(os.path.join(recipe_root, "config.xml"))
-    if not repos:
-        log.info("the recipe's config.xml names no http(s) repository: nothing to wait for")
-        return []
-    deadline = Deadline(timeout)
-    waiting = list(repos)
-    while True:
-        per_request = max(1.0, min(30.0, deadline.remaining() or 30.0))
-        waiting = [repo for repo in waiting if not is_repo_available(session, repo, log, per_request)]
-        if not waiting:
-            log.info("all %d repositories are available", len(repos))
-            return repos
-        left = deadline.remaining() or 0.0
-        if left <= 0:
-            raise ReposUnavailable(
-                f"after {timeout:g} s, {len(waiting)} of {len(repos)} repositories still do not answer: "
-                f"{', '.join(redact(r) for r in waiting)}; check them or raise TIMEOUT"
-            )
-        time.sleep(min(POLL_INTERVAL if poll_interval is None else poll_interval, left))
+    """Poll the recipe's http(s) repositories until all answer; returns them. Raises ``ReposUnavailable`` on timeout.
+
+    ``timeout`` bounds the whole wait. The bearer token of ``session`` goes only
+    to the hosts ``is_repo_available`` names.
+    """
+    interval = POLL_INTERVAL if poll_interval is None else poll_interval
+    return repos.wait_for_repos(session, recipe_root, timeout, logger or LOGGER, interval, ims_url, token_hosts)
 
 
 def wait_for_kiwi_repos(
@@ -144,16 +87,27 @@ def wait_for_kiwi_repos(
     recipe_root: str,
     timeout: float,
     logger: logging.Logger,
+    token_hosts: Optional[Sequence[str]] = None,
+    poll_interval: Optional[float] = None,
 ) -> int:
     """The pods' call: set the job to ``waiting_for_repos`` and wait.
 
     Returns 0 when all repositories answer, else 1 with the job set to ``error``.
+    Without ``ims_job_id`` no status is set (as the earlier client did) and the
+    wait's result is returned. ``token_hosts`` (default: the option table's
+    ``IMS_REPO_TOKEN_HOSTS``) are the hosts besides IMS's that get the token.
     """
     job = None
     try:
-        job = JobStatus(ims_job_id, ims_url, ca_cert, logger)
-        job.set(IMS_JOB_STATUS)
-        wait_for_repos(job.client.session, recipe_root, float(timeout), logger)
+        hosts = _token_hosts() if token_hosts is None else token_hosts
+        if ims_job_id:
+            job = JobStatus(ims_job_id, ims_url, ca_cert, logger)
+            job.set(IMS_JOB_STATUS)
+            session: requests.Session = job.client.session
+        else:
+            logger.info("IMS_JOB_ID is not set: waiting for the repositories without reporting a job status")
+            session = ims_session(ca_cert)
+        wait_for_repos(session, recipe_root, float(timeout), logger, poll_interval, ims_url, hosts)
         return 0
     except ImsHelperError as err:
         logger.error("%s", err)
@@ -162,6 +116,14 @@ def wait_for_kiwi_repos(
     if job is not None:
         job.set_error_quietly()
     return 1
+
+
+def _token_hosts() -> Sequence[str]:
+    """The allow-list from the option table (``IMS_REPO_TOKEN_HOSTS``), for pods that call without one."""
+    from .config import resolve_option  # an entry reads the option table; here, as config imports the steps
+
+    hosts: Sequence[str] = resolve_option("repo_token_hosts")
+    return hosts
 
 
 def main() -> int:
@@ -190,7 +152,17 @@ def main() -> int:
     )
 
 
-__all__ = ["IMS_JOB_STATUS", "is_repo_available", "ims_session", "wait_for_kiwi_repos", "wait_for_repos"]
+__all__ = [
+    "IMS_JOB_STATUS",
+    "MAX_CONFIG_BYTES",
+    "ReposUnavailable",
+    "is_repo_available",
+    "ims_session",
+    "kiwi_repositories",
+    "repomd_url",
+    "wait_for_kiwi_repos",
+    "wait_for_repos",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,8 +24,8 @@ MAX_COMPLEXITY = 12
 MAX_FACADE_LINES = 200
 #: Modules at the package root besides the subpackages: the entries and what every room shares.
 MAX_ROOT_MODULES = 14
-#: Only the CLI (and the option table itself) may read the option table; the layers take built objects.
-CONFIG_READERS = {"cli.py", "config.py"}
+#: Only the entries (the CLI, the pods' wait) and the option table itself read it; the layers take built objects.
+CONFIG_READERS = {"cli.py", "config.py", "wait_for_kiwi_repos.py"}
 CONFIG_IMPORT = re.compile(r"from \.config\b|from ims_python_helper\.config\b|import ims_python_helper\.config\b")
 
 

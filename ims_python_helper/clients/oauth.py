@@ -12,7 +12,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple, Union, cast
+from typing import Any, Dict, Optional, Tuple, Union, cast
 
 import requests
 import requests_oauthlib
@@ -245,6 +245,12 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
             return False
         expires_at = self.token.get("expires_at")
         return expires_at is None or float(expires_at) - TOKEN_EXPIRY_MARGIN > time.time()
+
+    def bearer_header(self) -> Dict[str, str]:
+        """``{"Authorization": "Bearer ..."}`` with a fresh token, for a request this session does not send itself."""
+        if not self._token_is_fresh():
+            self.fetch_new_token()
+        return dict(self._sign({}))
 
     def _sign(self, headers: Any) -> Any:
         """The request headers with the bearer token (the only token type IMS's gateway issues)."""

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+import re
+from typing import Any, Callable, Sequence, Tuple
 
 from ..clients.transport import OFF_WORDS, ON_WORDS
 
 MIB = 1024 * 1024
 #: Most parallel S3 requests allowed (memory is bounded by part size times this).
 MAX_CONCURRENCY = 64
+#: A DNS name or IPv4 address (letters, digits, dots, hyphens), or an IPv6 address in brackets.
+_HOST = re.compile(
+    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])$"
+)
 
 
 def _number(kind: Callable[[str], Any], text: str, expected: str) -> Any:
@@ -81,6 +86,21 @@ def md5_hex(text: str) -> str:
     if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
         raise ValueError(f"expected an md5 of 32 hexadecimal digits, got {text[:80]!r}")
     return value
+
+
+def host_list(text: str) -> Tuple[str, ...]:
+    """Comma-separated host names (``packages.local,nexus.example``), lower-cased; empty text is none."""
+    hosts = []
+    for entry in (part.strip() for part in text.split(",")):
+        name = entry.lower()
+        if not name:
+            continue
+        if not _HOST.match(name):
+            raise ValueError(
+                f"expected host names separated by commas (no scheme, port or path), got {entry.strip()!r}"
+            )
+        hosts.append(name.strip("[]"))  # as urlsplit gives an IPv6 host: without brackets
+    return tuple(hosts)
 
 
 def text(value: str) -> str:

@@ -22,9 +22,9 @@ from ..errors import ConfigError, UsageError
 from ..fetch import FetchOptions, fetch_image, fetch_recipe
 from ..pod.download import DownloadOptions
 from ..pod.job import JobStatus
+from ..pod.repos import IMS_JOB_STATUS, wait_for_repos
 from ..pod.template import DEFAULT_DICTIONARY_PATH
 from ..progress import Progress
-from ..wait_for_kiwi_repos import IMS_JOB_STATUS, wait_for_repos
 from .arguments import SwitchOnce, job_id_from, uuid_argument
 
 LOGGER = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ STEP_TEXTS: Dict[str, Tuple[str, Optional[str]]] = {
     "wait_for_repos": (
         "wait until the repositories a kiwi recipe names answer (job status waiting_for_repos)",
         "Poll <path>/repodata/repomd.xml of every http(s) repository in RECIPE_ROOT/config.xml until all "
-        "answer or --repo-timeout passes. On failure the job's status becomes error.",
+        "answer or --repo-timeout passes. The job's token goes only over https to the IMS and token-endpoint "
+        "hosts and those of --repo-token-hosts. On failure the job's status becomes error.",
     ),
 }
 
@@ -65,6 +66,8 @@ class StepSettings:
     template_dictionary: str = DEFAULT_DICTIONARY_PATH
     repo_timeout: float = 500.0
     repo_poll_interval: float = 5.0
+    #: Hosts besides IMS's and the token endpoint's that get the job's token when probed (over https).
+    repo_token_hosts: Tuple[str, ...] = ()
 
 
 # -- arguments ----------------------------------------------------------------------
@@ -213,7 +216,13 @@ def recipe_wait_for_repos(
     def work() -> Dict[str, Any]:
         job.set(IMS_JOB_STATUS)
         repos = wait_for_repos(
-            job.client.session, root, settings.repo_timeout, LOGGER, poll_interval=settings.repo_poll_interval
+            job.client.session,
+            root,
+            settings.repo_timeout,
+            LOGGER,
+            poll_interval=settings.repo_poll_interval,
+            ims_url=settings.ims_url,
+            token_hosts=settings.repo_token_hosts,
         )
         return {"repositories": repos}
 

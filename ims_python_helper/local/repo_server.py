@@ -10,14 +10,19 @@ requests (a repository that comes up while the job waits)::
         ...
         assert repos.requests("sles/15") == 3
 
-Requests carrying a bearer token are counted in ``tokens_seen`` (the token itself is not kept).
+A repository can also redirect (``add(path, redirect_to=URL)``: 302 to the same
+file under ``URL``), and the server can speak HTTPS (``ssl_context``), so the
+tests can see where the job's token goes. Requests carrying a bearer token are
+counted in ``tokens_seen`` and per repository in ``tokens(path)`` (the token
+itself is not kept).
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ims_python_helper.local.token_server import LoopbackHTTPServer
 
@@ -25,10 +30,14 @@ REPOMD = b'<?xml version="1.0" encoding="UTF-8"?>\n<repomd xmlns="http://linux.d
 
 
 class _Repo:
-    def __init__(self, available_after: Optional[int]) -> None:
+    def __init__(self, available_after: Optional[int], redirect_to: Optional[str] = None) -> None:
         #: Requests answered 404 before the repository is up (None: never up).
         self.available_after = available_after
+        #: Base URL this repository redirects to (302), if any.
+        self.redirect_to = redirect_to
         self.requests = 0
+        #: Requests that carried a bearer token.
+        self.tokens = 0
 
 
 class _RepoHandler(BaseHTTPRequestHandler):
@@ -45,9 +54,11 @@ class _RepoHandler(BaseHTTPRequestHandler):
 
     def _answer(self, body: bool) -> None:
         app: RepoServer = self.server.app  # type: ignore[attr-defined]
-        status = app.hit(self.path.split("?", 1)[0], self.headers.get("Authorization", ""))
+        status, location = app.hit(self.path.split("?", 1)[0], self.headers.get("Authorization", ""))
         payload = REPOMD if status == 200 else b"not found\n"
         self.send_response(status)
+        if location:
+            self.send_header("Location", location)
         self.send_header("Content-Type", "text/xml" if status == 200 else "text/plain")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -58,10 +69,10 @@ class _RepoHandler(BaseHTTPRequestHandler):
 class RepoServer:
     """Serves ``repodata/repomd.xml`` for the repository paths it is given, on loopback only."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, ssl_context: Optional[ssl.SSLContext] = None) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("the repository server listens on loopback only")
-        self._http = LoopbackHTTPServer(_RepoHandler, self, host, port, name="repo")
+        self._http = LoopbackHTTPServer(_RepoHandler, self, host, port, ssl_context, name="repo")
         self._lock = threading.Lock()
         self._repos: Dict[str, _Repo] = {}
         #: Requests that carried a bearer token.
@@ -87,11 +98,14 @@ class RepoServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def add(self, path: str, available_after: Optional[int] = 0) -> str:
-        """Serve a repository at ``path``: 200 after ``available_after`` 404s (None: 404 for ever). Returns its URL."""
+    def add(self, path: str, available_after: Optional[int] = 0, redirect_to: Optional[str] = None) -> str:
+        """Serve a repository at ``path``: 200 after ``available_after`` 404s (None: 404 for ever). Returns its URL.
+
+        With ``redirect_to`` (a repository's URL) it answers 302 to the same file there instead.
+        """
         key = path.strip("/")
         with self._lock:
-            self._repos[key] = _Repo(available_after)
+            self._repos[key] = _Repo(available_after, redirect_to)
         return f"{self.url}/{key}"
 
     def set_available(self, path: str, available: bool = True) -> None:
@@ -104,18 +118,26 @@ class RepoServer:
         with self._lock:
             return self._repos[path.strip("/")].requests
 
-    def hit(self, request_path: str, authorization: str) -> int:
-        """Count one request and decide its status."""
+    def tokens(self, path: str) -> int:
+        """How many requests for the repository's ``repomd.xml`` carried a bearer token."""
+        with self._lock:
+            return self._repos[path.strip("/")].tokens
+
+    def hit(self, request_path: str, authorization: str) -> Tuple[int, Optional[str]]:
+        """Count one request and decide its status (and where a redirect points)."""
         suffix = "/repodata/repomd.xml"
         with self._lock:
-            if authorization.lower().startswith("bearer "):
-                self.tokens_seen += 1
+            bearer = authorization.lower().startswith("bearer ")
+            self.tokens_seen += bearer
             if not request_path.endswith(suffix):
-                return 404
+                return 404, None
             repo = self._repos.get(request_path[: -len(suffix)].strip("/"))
             if repo is None:
-                return 404
+                return 404, None
             repo.requests += 1
+            repo.tokens += bearer
+            if repo.redirect_to:
+                return 302, repo.redirect_to.rstrip("/") + suffix
             if repo.available_after is None or repo.requests <= repo.available_after:
-                return 404
-            return 200
+                return 404, None
+            return 200, None
