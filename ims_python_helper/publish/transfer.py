@@ -49,11 +49,11 @@ from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
 from ..clients.oauth import Deadline
-from ..clients.s3retry import stop_transfers
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError
 from ..progress import Progress
 from .integrity import HashingReader, PartChecksums
+from .stop_uploads import stop_transfers
 
 LOGGER = logging.getLogger(__name__)
 #: How long a failed run waits for the upload whose failure cancelled the others to report it.
