@@ -50,7 +50,7 @@ from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
 from ..clients.oauth import Deadline
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
-from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError
+from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError, s3_failure
 from ..progress import Progress
 from .integrity import HashingReader, PartChecksums
 from .stop_uploads import stop_transfers
@@ -364,13 +364,15 @@ class ArtifactUploader:
             future.result()
         except botocore.exceptions.ClientError as err:
             if not self._completed_before_its_answer_was_lost(upload, reader, err):
-                raise StorageError(
+                raise s3_failure(
                     f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: "
-                    f"{describe_s3_error(err)}"
+                    f"{describe_s3_error(err)}",
+                    err,
                 ) from None
         except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(
-                f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: {describe_s3_error(err)}"
+            raise s3_failure(
+                f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: {describe_s3_error(err)}",
+                err,
             ) from None
         except ImsHelperError:
             raise
