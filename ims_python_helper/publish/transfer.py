@@ -360,20 +360,14 @@ class ArtifactUploader:
             subscribers=[_ProgressSubscriber(self.progress, upload.name, upload.size)],
         )
         self._transfers.append(future)
+        failed = f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed"
         try:
             future.result()
         except botocore.exceptions.ClientError as err:
             if not self._completed_before_its_answer_was_lost(upload, reader, err):
-                raise s3_failure(
-                    f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: "
-                    f"{describe_s3_error(err)}",
-                    err,
-                ) from None
+                raise s3_failure(f"{failed}: {describe_s3_error(err)}", err) from None
         except botocore.exceptions.BotoCoreError as err:
-            raise s3_failure(
-                f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: {describe_s3_error(err)}",
-                err,
-            ) from None
+            raise StorageError(f"{failed}: {describe_s3_error(err)}") from None
         except ImsHelperError:
             raise
         except Exception as err:
