@@ -5,7 +5,7 @@ connections, timeouts, 5xx, throttling) but waits only ``rand * 0.05 * 2^i`` s
 after a non-throttling failure, and a shared quota stops all retries of a client
 after 35 or so: an RGW that restarts for ten seconds fails every part upload in
 flight within about a second. Here the same handler is kept and given two other
-parts: the backoff IMS gets (``session.build_retry``: 0, 1, 2, 4, 8 s plus up to
+parts: the backoff IMS gets (``oauth.build_retry``: 0, 1, 2, 4, 8 s plus up to
 0.5 s jitter, no wait past the deadline) and a quota large enough that every
 request in flight can use all its attempts. Every S3 call goes through it,
 s3transfer's part uploads included.
