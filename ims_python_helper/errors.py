@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from enum import IntEnum
 from typing import Any, Dict, List, Optional
@@ -107,28 +106,15 @@ def detached_response(response: Optional[requests.Response]) -> Optional[request
     return copy
 
 
-def _handled_client_error() -> Optional[botocore.exceptions.ClientError]:
-    """The botocore ``ClientError`` being handled right now (in an ``except`` block), if any."""
-    handled = sys.exc_info()[1]
-    return handled if isinstance(handled, botocore.exceptions.ClientError) else None
-
-
 class StorageError(ImsHelperError, botocore.exceptions.BotoCoreError):
     """An S3 operation failed; also a ``botocore.exceptions.BotoCoreError``.
 
-    Raised while a botocore ``ClientError`` is handled (S3 answered with an
-    error code), it is an ``S3ResponseError``: a ``ClientError`` too, with
-    that error's ``response`` and ``operation_name``.
+    When S3 answered with an error code the error is an ``S3ResponseError``,
+    a ``ClientError`` too: ``s3_failure`` picks the class from the botocore
+    error it wraps.
     """
 
     fmt = "{message}"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> StorageError:
-        # Every place that turns a ClientError into a StorageError gets the ClientError face without
-        # restating it: the error being handled at construction is the one S3 answered with.
-        if cls is StorageError and _handled_client_error() is not None:
-            cls = S3ResponseError
-        return super().__new__(cls, *args, **kwargs)  # type: ignore[no-any-return]
 
     def __init__(self, message: str = "") -> None:
         # BotoCoreError formats ``fmt`` with its keywords and keeps them for pickling: args stay (message,).
@@ -145,13 +131,24 @@ class S3ResponseError(StorageError, botocore.exceptions.ClientError):
     def __init__(
         self, message: str = "", response: Optional[Dict[str, Any]] = None, operation_name: Optional[str] = None
     ) -> None:
-        cause = _handled_client_error()
-        self.response = response if response is not None else dict(cause.response if cause else {})
-        self.operation_name = operation_name or (cause.operation_name if cause else "")
+        self.response = dict(response or {})
+        self.operation_name = operation_name or ""
         super().__init__(message)
 
     def __reduce__(self) -> Any:
         return type(self), (str(self), self.response, self.operation_name)
+
+
+def s3_failure(message: str, cause: BaseException) -> StorageError:
+    """The ``StorageError`` for an S3 call that failed with the botocore error ``cause``.
+
+    An error code from S3 (a ``ClientError``) makes an ``S3ResponseError``
+    with its ``response`` and ``operation_name``, so callers' ``except
+    ClientError`` still catches it; anything else a plain ``StorageError``.
+    """
+    if isinstance(cause, botocore.exceptions.ClientError):
+        return S3ResponseError(message, dict(cause.response), cause.operation_name)
+    return StorageError(message)
 
 
 class VerificationError(StorageError):

@@ -64,6 +64,8 @@ class ImsHelper(LegacyCalls):
     The constructor keeps the keyword names earlier clients used; unknown
     keywords are accepted and ignored. ``session`` should already carry the
     bearer token (see ``ims_python_helper.session.create_oauth_session``).
+    ``s3_settings`` and ``transfer_options``, when given (``from_settings``
+    passes the ones the option table built), replace the S3 and upload keywords.
     """
 
     def __init__(
@@ -84,14 +86,16 @@ class ImsHelper(LegacyCalls):
         s3_checksum: str = S3Settings.checksum_mode,
         s3_addressing_style: str = S3Settings.addressing_style,
         progress: Optional[Progress] = None,
+        s3_settings: Optional[S3Settings] = None,
+        transfer_options: Optional[TransferOptions] = None,
         **_kwargs: Any,
     ) -> None:
         s3_endpoint = legacy_s3_endpoint(s3_endpoint, _kwargs)
         if _kwargs:
             LOGGER.debug("ImsHelper ignores unknown arguments: %s", ", ".join(sorted(_kwargs)))
         self._connect(ims_url, session, timeout, deadline)
-        transfer = TransferOptions(part_size=part_size, concurrency=concurrency, sha256=sha256)
-        s3 = S3Settings(
+        transfer = transfer_options or TransferOptions(part_size=part_size, concurrency=concurrency, sha256=sha256)
+        s3 = s3_settings or S3Settings(
             endpoint=s3_endpoint,
             bucket=s3_bucket or DEFAULT_IMAGE_BUCKET,
             access_key=s3_access_key,
@@ -109,10 +113,15 @@ class ImsHelper(LegacyCalls):
         """Build a helper from the settings the option table built: fetch the OAuth token and prepare S3."""
         deadline = Deadline(settings.deadline)
         session = open_oauth_session(settings.oauth, deadline=deadline)
-        helper = cls.__new__(cls)
-        helper._connect(settings.ims_url, session, settings.timeout, deadline)
-        helper._attach(settings.s3, settings.transfer, progress)
-        return helper
+        return cls(
+            settings.ims_url,
+            session,
+            timeout=settings.timeout,
+            deadline=deadline,
+            progress=progress,
+            s3_settings=settings.s3,
+            transfer_options=settings.transfer,
+        )
 
     def _connect(
         self, ims_url: str, session: Optional[requests.Session], timeout: float, deadline: Optional[Deadline]

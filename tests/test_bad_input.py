@@ -42,6 +42,10 @@ class Case:
     ims: Optional[Dict[str, Answer]] = None
     #: The run talks to S3 before it fails (set here, or implied by a fake IMS that answers GET /images).
     reaches_s3: bool = False
+    #: A ``--deadline`` ends the run (a server that is not there is retried until then): the outcome depends on
+    #: elapsed real time, so the case runs with the ``wallclock`` tests, alone, not among the parallel workers.
+    #: Under eight workers a 2 s deadline once passed while S3 was still being asked, before IMS was.
+    wallclock: bool = False
 
     @property
     def on_every_engine(self) -> bool:
@@ -157,6 +161,7 @@ CASES = [
         ("IMS GET /images at http://127.0.0.1:1", "(connection refused)"),
         env={"IMS_URL": "http://127.0.0.1:1", "IMS_JOB_ID": None},
         reaches_s3=True,
+        wallclock=True,
     ),
     Case(
         "unreachable-token-url",
@@ -164,6 +169,7 @@ CASES = [
         1,
         "cannot reach the token endpoint",
         env={"OAUTH_CLIENT_ENDPOINT": "http://127.0.0.1:1/token"},
+        wallclock=True,
     ),
     Case(
         "missing-bucket",
@@ -515,11 +521,23 @@ def _run_case(case: Case, run_cli: Any, artifacts: Artifacts, snapshot: Any, tmp
     assert snapshot() == before
 
 
+def as_params(cases: List[Case]) -> List[Any]:
+    """The cases as pytest parameters, those bound to elapsed time marked ``wallclock``."""
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.wallclock] if c.wallclock else []) for c in cases]
+
+
 ENGINE_CASES = [c for c in CASES if c.on_every_engine]
 LOCAL_CASES = [c for c in CASES if not c.on_every_engine]
 
 
-@pytest.mark.parametrize("case", ENGINE_CASES, ids=[c.id for c in ENGINE_CASES])
+def test_every_case_that_a_deadline_ends_runs_with_the_wallclock_tests(small_artifacts, tmp_path):
+    # Exit status 2: the deadline is refused as a flag, before anything runs.
+    ended_by_a_deadline = [c for c in CASES if c.code != 2 and "--deadline" in c.argv(small_artifacts, tmp_path)]
+    assert ended_by_a_deadline, "the table has cases that wait for a deadline"
+    assert [c.id for c in ended_by_a_deadline if not c.wallclock] == []
+
+
+@pytest.mark.parametrize("case", as_params(ENGINE_CASES))
 def test_bad_input_fails_cleanly_and_creates_nothing_on_every_engine(
     case: Case, run_cli, small_artifacts, snapshot, tmp_path
 ):
@@ -528,7 +546,7 @@ def test_bad_input_fails_cleanly_and_creates_nothing_on_every_engine(
 
 # Failing before S3 is asked anything, these do not depend on the engine: the first engine's stack is enough.
 @pytest.mark.parametrize("stack", s3_engines()[:1], indirect=True)
-@pytest.mark.parametrize("case", LOCAL_CASES, ids=[c.id for c in LOCAL_CASES])
+@pytest.mark.parametrize("case", as_params(LOCAL_CASES))
 def test_bad_input_fails_cleanly_and_creates_nothing(case: Case, run_cli, small_artifacts, snapshot, tmp_path):
     _run_case(case, run_cli, small_artifacts, snapshot, tmp_path)
 

@@ -1,4 +1,4 @@
-"""The S3 retry schedule: IMS's backoff, one budget per outage, nothing past the deadline (``s3outage.py``).
+"""The S3 retry schedule: IMS's backoff, one budget per outage, nothing past the deadline (``clients/s3retry.py``).
 
 The waits are read from botocore's own retry objects, as its retry handler asks
 for them; the scenarios (an RGW restart, a silent S3) are in
@@ -11,7 +11,13 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.retries import standard
 
 from ims_python_helper.clients.oauth import Deadline
-from ims_python_helper.clients.s3retry import DeadlineBackoff, OutageClock, OutageConditions, is_throttled
+from ims_python_helper.clients.s3retry import (
+    DeadlineBackoff,
+    OutageClock,
+    OutageConditions,
+    is_throttled,
+    retry_quota_for,
+)
 from ims_python_helper.clients.storage import S3Settings
 
 
@@ -41,6 +47,18 @@ def test_throttling_is_told_apart_from_a_refused_connection_on_every_botocore():
     )
     assert is_throttled(slow_down)
     assert not is_throttled(refused(1))
+
+
+def test_the_quota_lets_every_connection_spend_all_its_retries_on_every_botocore():
+    checker = retry_quota_for(S3Settings.max_attempts, S3Settings.max_pool_connections)
+    retries = (S3Settings.max_attempts - 1) * S3Settings.max_pool_connections
+    slow_down = {"Error": {"Code": "SlowDown"}}
+    contexts = [refused(1) for _ in range(retries)]
+    contexts += [
+        standard.RetryContext(attempt_number=1, parsed_response=slow_down, http_response=None, request_context={})
+        for _ in range(retries)
+    ]
+    assert all(checker.acquire_retry_quota(context) for context in contexts)
 
 
 def test_no_wait_runs_past_the_deadline():

@@ -1,13 +1,11 @@
-"""S3 that is restarting or gone: retries that outlast a gateway restart, and uploads stopped after a signal.
-
-Retries: botocore's standard retry handler with IMS's backoff and the run's deadline.
+"""S3 that is restarting or gone: botocore's standard retry handler with IMS's backoff and the run's deadline.
 
 botocore's standard mode retries the right failures (connection errors, cut
 connections, timeouts, 5xx, throttling) but waits only ``rand * 0.05 * 2^i`` s
 after a non-throttling failure, and a shared quota stops all retries of a client
 after 35 or so: an RGW that restarts for ten seconds fails every part upload in
 flight within about a second. Here the same handler is kept and given two other
-parts: the backoff IMS gets (``session.build_retry``: 0, 1, 2, 4, 8 s plus up to
+parts: the backoff IMS gets (``oauth.build_retry``: 0, 1, 2, 4, 8 s plus up to
 0.5 s jitter, no wait past the deadline) and a quota large enough that every
 request in flight can use all its attempts. Every S3 call goes through it,
 s3transfer's part uploads included.
@@ -15,21 +13,18 @@ s3transfer's part uploads included.
 
 from __future__ import annotations
 
-import concurrent.futures
 import http.client
-import inspect
 import logging
 import random
 import ssl
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import urllib3.exceptions
 from botocore.exceptions import ConnectionClosedError, ConnectionError, HTTPClientError
 from botocore.retries import quota, standard
 
-from ..errors import Interrupted
 from .transport import caused_by
 
 if TYPE_CHECKING:
@@ -47,7 +42,8 @@ BACKOFF_JITTER = 0.5
 THROTTLED_BACKOFF_MAX = 20.0
 #: How long S3 may refuse, reset or cut connections before they are no longer retried: about the waits above.
 OUTAGE_SECONDS = 16.0
-#: The most botocore's quota charges for one retry (5 to 14, depending on the version and the failure).
+#: What botocore's quota charges for one retry when given no throttling detector (its ``_RETRY_COST``: 14),
+#: with room to spare.
 MAX_RETRY_COST = 20
 
 
@@ -67,13 +63,6 @@ def is_throttled(context: Any) -> bool:
     if _THROTTLED_CODES.is_retryable(context):
         return True
     return bool(_MODELED_ERRORS.detect_error_type(context) == _MODELED_ERRORS.THROTTLING_ERROR)
-
-
-def _quota_checker(retry_quota: Any, adapter: Any) -> Any:
-    """botocore's ``RetryQuotaChecker``: newer releases also take a throttling detector, 1.36 takes the quota alone."""
-    if len(inspect.signature(standard.RetryQuotaChecker.__init__).parameters) > 2:
-        return standard.RetryQuotaChecker(retry_quota, standard.ThrottlingErrorDetector(adapter))
-    return standard.RetryQuotaChecker(retry_quota)
 
 
 class DeadlineBackoff(standard.BaseRetryBackoff):  # type: ignore[misc]
@@ -160,6 +149,19 @@ def _raised_by_the_body(err: BaseException) -> bool:
     return underneath is not None and not isinstance(underneath, _NETWORK_ERRORS)
 
 
+def retry_quota_for(max_attempts: int, pool_connections: int) -> Any:
+    """botocore's retry quota with room for every pooled connection to spend all its retries, twice.
+
+    The attempts and the deadline bound the retries of one run, not a quota
+    shared by its parallel parts. It is built with the quota alone, as every
+    botocore since 1.36 takes it (newer ones also take a throttling detector,
+    only to charge less for a throttled retry): each retry then costs 14,
+    within ``MAX_RETRY_COST``.
+    """
+    capacity = MAX_RETRY_COST * max_attempts * pool_connections * 2
+    return standard.RetryQuotaChecker(quota.RetryQuota(capacity))
+
+
 def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, deadline: Optional[Deadline]) -> None:
     """Give ``client`` botocore's standard retry handler with ``DeadlineBackoff`` and a quota for every connection.
 
@@ -167,10 +169,7 @@ def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, de
     id), so exactly one decides about each failed attempt.
     """
     adapter = standard.RetryEventAdapter()
-    # Room for every pooled connection to spend all its retries, twice: the attempts and
-    # the deadline bound the retries of one run, not a quota shared by its parallel parts.
-    capacity = MAX_RETRY_COST * max_attempts * pool_connections * 2
-    retry_quota = _quota_checker(quota.RetryQuota(capacity), adapter)
+    retry_quota = retry_quota_for(max_attempts, pool_connections)
     clock = OutageClock()
     handler = standard.RetryHandler(
         retry_policy=standard.RetryPolicy(
@@ -186,44 +185,3 @@ def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, de
     events.register(f"needs-retry.{service}", handler.needs_retry, unique_id=f"retry-config-{service}")
     events.register(f"after-call.{service}", retry_quota.release_retry_quota)
     events.register(f"after-call.{service}", clock.heard)
-
-
-def stop_transfers(
-    manager: Any, transfers: Sequence[Any], threads: Sequence[Any], err: BaseException
-) -> Tuple[bool, BaseException]:
-    """Cancel every s3transfer transfer of ``manager`` after ``err``; returns (some left running, error to raise).
-
-    After any failure but a signal this waits for them, and for s3transfer's
-    aborts of their multipart uploads; a signal during that wait ends it, and
-    the ``Interrupted`` is then the error to raise. After a signal it waits at
-    most until ``Interrupted.WIND_DOWN_SECONDS`` after it for the artifact
-    ``threads``; uploads still waiting then (on a server that does not answer,
-    until their read timeout) are left to the process's exit.
-    """
-    if isinstance(err, Interrupted) and not _wound_down(transfers, threads, err):
-        return True, err
-    LOGGER.info("stopping the uploads in flight after: %s", err)
-    # Cancels what is queued or running and waits for it, in a thread of its own so that a signal
-    # still reaches this one. (TransferManager.shutdown(cancel=True) fails in s3transfer up to 0.19
-    # at least: boto/s3transfer#143.)
-    closing = threading.Thread(
-        target=manager.__exit__, args=(type(err), err, err.__traceback__), name="transfers-stop", daemon=True
-    )
-    try:
-        closing.start()
-        closing.join()
-    except Interrupted as late:
-        LOGGER.warning("%s while the uploads were stopping after: %s", late.signal_name, err)
-        return True, late
-    return False, err
-
-
-def _wound_down(transfers: Sequence[Any], threads: Sequence[Any], interrupted: Interrupted) -> bool:
-    """Cancel the transfers and wait for the artifact threads until ``WIND_DOWN_SECONDS`` after the signal."""
-    for transfer in list(transfers):
-        transfer.cancel()
-    left = interrupted.at + Interrupted.WIND_DOWN_SECONDS - time.monotonic()
-    _, running = concurrent.futures.wait(list(threads), timeout=max(0.0, left))
-    if running:
-        LOGGER.warning("%d upload(s) still waiting on S3 after the signal; not waiting for them", len(running))
-    return not running

@@ -13,7 +13,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from ..errors import ConfigError, StorageError, VerificationError
+from ..errors import ConfigError, StorageError, VerificationError, s3_failure
 from .redact import SECRETS, redact
 from .s3retry import install_s3_retries
 from .transport import DEFAULT_TIMEOUT, check_url
@@ -235,11 +235,11 @@ class S3Storage:
                     f"S3 refused access to bucket {self.bucket!r} ({describe_s3_error(err)}); "
                     "check S3_ACCESS_KEY and S3_SECRET_KEY"
                 ) from None
-            raise StorageError(f"cannot check S3 bucket {self.bucket!r}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot check S3 bucket {self.bucket!r}: {describe_s3_error(err)}", err) from None
         except botocore.exceptions.SSLError:
             raise StorageError(s3_tls_failure_message(self.settings)) from None
         except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(f"cannot reach S3 at {self.settings.endpoint}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot reach S3 at {self.settings.endpoint}: {describe_s3_error(err)}", err) from None
 
     def head(self, key: str, bucket: Optional[str] = None) -> Optional[ObjectInfo]:
         """HEAD an object; None when it does not exist."""
@@ -248,9 +248,9 @@ class S3Storage:
         except botocore.exceptions.ClientError as err:
             if s3_error_code(err) in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise StorageError(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}", err) from None
         except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}", err) from None
         return ObjectInfo(
             key=key,
             size=int(answer.get("ContentLength", 0)),
@@ -266,9 +266,9 @@ class S3Storage:
         except botocore.exceptions.ClientError as err:
             if s3_error_code(err) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
                 return None
-            raise StorageError(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}", err) from None
         except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot read s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}", err) from None
         if int(answer.get("ContentLength", 0)) > limit:
             answer["Body"].close()
             raise StorageError(f"s3://{bucket or self.bucket}/{key} is larger than {limit} bytes")
@@ -290,7 +290,7 @@ class S3Storage:
                 ContentMD5=content_md5(data),
             )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise StorageError(f"cannot write s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot write s3://{self.bucket}/{key}: {describe_s3_error(err)}", err) from None
         etag = str(answer.get("ETag", "")).strip('"')
         if etag != hashlib.md5(data).hexdigest():
             # A single PUT's ETag is the md5 of what the server stored: anything else is not what was sent.
@@ -325,14 +325,16 @@ class S3Storage:
                 self.client.copy(source, self.bucket, key, ExtraArgs=extra, Config=config)
                 return True
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise StorageError(f"cannot set metadata on s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
+            raise s3_failure(
+                f"cannot set metadata on s3://{self.bucket}/{key}: {describe_s3_error(err)}", err
+            ) from None
 
     def delete(self, key: str) -> None:
         """Delete one object (absent objects are fine)."""
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise StorageError(f"cannot delete s3://{self.bucket}/{key}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot delete s3://{self.bucket}/{key}: {describe_s3_error(err)}", err) from None
 
     def list_keys(self, prefix: str) -> List[str]:
         """Keys under ``prefix``."""
@@ -342,7 +344,7 @@ class S3Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 keys.extend(item["Key"] for item in page.get("Contents", []))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot list s3://{self.bucket}/{prefix}: {describe_s3_error(err)}", err) from None
         return keys
 
     def list_multipart_uploads(self, prefix: str) -> List[Dict[str, str]]:
@@ -353,8 +355,8 @@ class S3Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in page.get("Uploads", []))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise StorageError(
-                f"cannot list uploads under s3://{self.bucket}/{prefix}: {describe_s3_error(err)}"
+            raise s3_failure(
+                f"cannot list uploads under s3://{self.bucket}/{prefix}: {describe_s3_error(err)}", err
             ) from None
         return uploads
 
@@ -366,8 +368,8 @@ class S3Storage:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
             except botocore.exceptions.ClientError as err:
                 if s3_error_code(err) != "NoSuchUpload":
-                    raise StorageError(
-                        f"cannot abort the upload of s3://{self.bucket}/{upload['Key']}: {describe_s3_error(err)}"
+                    raise s3_failure(
+                        f"cannot abort the upload of s3://{self.bucket}/{upload['Key']}: {describe_s3_error(err)}", err
                     ) from None
             aborted.append(upload["Key"])
         return aborted

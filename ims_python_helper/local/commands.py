@@ -20,11 +20,21 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, TextIO
+
+from ims_python_helper.local.client_token import fetch_token
 
 if TYPE_CHECKING:
-    from ims_python_helper.cli import Environment
     from ims_python_helper.local.stack import LocalStack
+
+
+class CommandEnvironment(Protocol):
+    """What a command reads and writes: the CLI passes its own ``cli.Environment`` (local/ never imports the CLI)."""
+
+    stdout: TextIO
+    stderr: TextIO
+    environ: Mapping[str, str]
+
 
 #: Sizes of the random sample artifacts ``local demo`` publishes.
 DEMO_ROOTFS_BYTES = 8 * 1024 * 1024
@@ -126,7 +136,7 @@ def _make_stack(args: argparse.Namespace) -> LocalStack:
     )
 
 
-def _started_stack(args: argparse.Namespace, env: Environment, command: str) -> Optional[LocalStack]:
+def _started_stack(args: argparse.Namespace, env: CommandEnvironment, command: str) -> Optional[LocalStack]:
     """A started stack, or None after saying on stderr why it could not start."""
     stack = _make_stack(args)
     try:
@@ -142,7 +152,7 @@ def _say(stream: Any, line: str) -> None:
     stream.flush()
 
 
-def run_up(args: argparse.Namespace, env: Environment) -> int:
+def run_up(args: argparse.Namespace, env: CommandEnvironment) -> int:
     """Start the stack, print its env as shell exports and ``ready``, and run until SIGINT/SIGTERM."""
     stop_requested = threading.Event()
 
@@ -175,7 +185,7 @@ def run_up(args: argparse.Namespace, env: Environment) -> int:
             signal.signal(sig, handler)
 
 
-def run_demo(args: argparse.Namespace, env: Environment) -> int:
+def run_demo(args: argparse.Namespace, env: CommandEnvironment) -> int:
     """Publish a generated image into a throw-away stack with the real client CLI; return its exit status."""
     import requests
 
@@ -275,22 +285,7 @@ def _image_id_from_result(stdout: str) -> Optional[str]:
     return image_id if isinstance(image_id, str) else None
 
 
-def fetch_token(env: Mapping[str, str]) -> str:
-    """A bearer token from the stack's token endpoint: the real client-credentials exchange, as IMS clients do it."""
-    import requests
-
-    response = requests.post(
-        env["OAUTH_CLIENT_ENDPOINT"],
-        data={"grant_type": "client_credentials"},
-        auth=(env["OAUTH_CLIENT_ID"], env["OAUTH_CLIENT_SECRET"]),
-        timeout=10,
-        verify=env.get("CA_CERT") or True,
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
-
-
-def run_job(args: argparse.Namespace, env: Environment) -> int:
+def run_job(args: argparse.Namespace, env: CommandEnvironment) -> int:
     """Run the two jobs on a throw-away stack (or the attached one); print the summary; 0 when both succeeded."""
     from ims_python_helper.local.job import REPO_PATH, JobFailed, LocalJob, check_attachable
     from ims_python_helper.local.repo_server import RepoServer

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, TextIO
 from urllib.parse import urlsplit
 
+from ims_python_helper.local.client_token import fetch_token
+
 #: The names the job gives what it makes.
 RECIPE_NAME = "local-job-recipe"
 IMAGE_NAME = "local-job-image"
@@ -122,7 +124,7 @@ class LocalJob:
         import requests
 
         if self._token is None:
-            self._token = _fetch_token(self.environ)
+            self._token = fetch_token(self.environ)
         response = requests.request(
             method,
             self.environ["IMS_URL"].rstrip("/") + path,
@@ -329,9 +331,3 @@ def _verify(environ: Mapping[str, str]) -> Any:
     if value.lower() in ("false", "off", "no", "f", "0", "n"):
         return False
     return True if value.lower() in ("", "true", "on", "yes", "t", "1", "y") else value
-
-
-def _fetch_token(environ: Mapping[str, str]) -> str:
-    from ims_python_helper.local.commands import fetch_token
-
-    return fetch_token(environ)

@@ -33,10 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
@@ -46,22 +43,11 @@ from requests.adapters import HTTPAdapter
 from ..clients.oauth import Deadline
 from ..clients.redact import redact
 from ..clients.transport import check_url, tls_failure_message
-from ..errors import DeadlineExceeded, ImsHelperError, TransportError
+from ..errors import ImsHelperError
 from ..progress import Progress
-from .ranges import (
-    READ_CHUNK,
-    TRANSIENT,
-    Cancelled,
-    RangedDownload,
-    RangeFailure,
-    Span,
-    body_reader,
-    check_status,
-    failure_reason,
-    parse_content_range,
-    pwrite_all,
-    read_some,
-)
+from .attempts import TRANSIENT, Attempts, DownloadError, RangeFailure, check_status, parse_content_range
+from .http_body import body_reader, read_some
+from .ranges import READ_CHUNK, RangedDownload, RangeJob, Span, pwrite_all
 
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -71,10 +57,6 @@ DEFAULT_PART_SIZE = 16 * MIB
 DEFAULT_CONCURRENCY = 4
 #: How often one range (or the single stream) is tried before the download fails.
 DEFAULT_ATTEMPTS = 5
-
-
-class DownloadError(TransportError):
-    """A download failed: the server refused it, or it kept failing after the retries."""
 
 
 class ChecksumMismatch(ImsHelperError):
@@ -155,12 +137,11 @@ class Downloader:
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.options.concurrency + 1, max_retries=0)
             self.session.mount("https://", adapter)
             self.session.mount("http://", adapter)
-        self._cancel = threading.Event()
-        self._lock = threading.Lock()
-        self._retries = 0
         self._etag: Optional[str] = None
         # The URL carries a signature: only its redacted form is ever shown.
         self._shown_url = redact(url)
+        #: The retries, the backoff and the stop, shared with the range threads.
+        self.attempts = Attempts(self.name, self._shown_url, self.options.attempts, self.options.backoff, self.deadline)
 
     # -- public ---------------------------------------------------------------
 
@@ -185,10 +166,10 @@ class Downloader:
             os.chmod(temp, 0o644)
             os.replace(temp, self.path)
             succeeded = True
-            return DownloadResult(self.path, size, md5, ranged, self._retries)
+            return DownloadResult(self.path, size, md5, ranged, self.attempts.retries)
         finally:
             if not succeeded:
-                self._cancel.set()
+                self.attempts.cancel()
                 if os.path.lexists(temp):
                     os.unlink(temp)
             self.progress.close(succeeded)
@@ -212,7 +193,21 @@ class Downloader:
             response.close()
             raise
         self._etag = response.headers.get("ETag")
-        return RangedDownload(self, fd, temp, total).run(response)
+        options = self.options
+        job = RangeJob(
+            name=self.name,
+            fd=fd,
+            path=temp,
+            total=total,
+            part_size=options.part_size,
+            concurrency=options.concurrency,
+            window=options.window_parts,
+            direct_io=options.direct_io,
+            get_range=self.get_range,
+            attempts=self.attempts,
+            progress=self.progress,
+        )
+        return RangedDownload(job).run(response)
 
     def _first_answer(self) -> requests.Response:
         """The answer to the first range request: 200, 206 or 416, after retries of anything retryable."""
@@ -225,7 +220,7 @@ class Downloader:
             try:
                 check_status(response, 206)
             except RangeFailure as err:
-                self.give_up_or_wait(err, attempt, "the first request")
+                self.attempts.give_up_or_wait(err, attempt, "the first request")
                 attempt += 1
 
     def _total_size(self, response: requests.Response) -> int:
@@ -267,12 +262,12 @@ class Downloader:
             except TRANSIENT as err:
                 response.close()
                 self.progress.advance(self.name, -received)
-                self.give_up_or_wait(err, attempt, "the download")
+                self.attempts.give_up_or_wait(err, attempt, "the download")
                 attempt += 1
-                self.count_retry()
+                self.attempts.count_retry()
                 response = self._get(None)
 
-    # -- plumbing shared with the ranges --------------------------------------------
+    # -- the requests (the range threads get ``get_range``) ---------------------------
 
     def _get(self, byte_range: Optional[str], first: bool = False) -> requests.Response:
         """One GET of ``byte_range`` (None: the whole object); the first request is retried here."""
@@ -298,7 +293,7 @@ class Downloader:
                 # Later requests are retried by their range's loop, which knows what was received.
                 if not first:
                     raise
-                self.give_up_or_wait(err, attempt, "the first request")
+                self.attempts.give_up_or_wait(err, attempt, "the first request")
                 attempt += 1
 
     def get_range(self, span: Span) -> requests.Response:
@@ -319,37 +314,6 @@ class Downloader:
         got_start, got_end, _ = parse_content_range(response.headers.get("Content-Range", ""))
         if got_start != start or got_end != end:
             raise RangeFailure(f"asked for bytes {start}-{end}, got {got_start}-{got_end}", retry=False)
-
-    def check_cancel(self) -> None:
-        """Raise ``Cancelled`` when another part has failed."""
-        if self._cancel.is_set():
-            raise Cancelled()
-
-    def cancel(self) -> None:
-        """Tell every part to stop."""
-        self._cancel.set()
-
-    def count_retry(self) -> None:
-        """One more range (or stream) asked for again."""
-        with self._lock:
-            self._retries += 1
-
-    def give_up_or_wait(self, err: BaseException, attempt: int, what: str) -> None:
-        """Raise when ``err`` cannot be helped or the attempts are used up; else sleep the backoff."""
-        self.check_cancel()
-        reason = failure_reason(err)
-        retry = not isinstance(err, RangeFailure) or err.retry
-        if not retry or attempt >= self.options.attempts:
-            tries = "" if not retry else f" after {attempt} attempts"
-            raise DownloadError(f"downloading {self.name} from {self._shown_url} failed{tries}: {reason}") from None
-        wait = self.options.backoff * (2 ** (attempt - 1)) * (1 + random.random() / 2)
-        left = self.deadline.remaining()
-        if left is not None:
-            if left <= 0:
-                raise DeadlineExceeded(f"the deadline passed while downloading {self.name} ({reason})")
-            wait = min(wait, left)
-        LOGGER.warning("%s: %s failed (%s); trying again in %.1f s", self.name, what, reason, wait)
-        time.sleep(wait)
 
 
 def download_file(

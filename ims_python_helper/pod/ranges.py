@@ -1,7 +1,10 @@
-"""The pieces of a ranged download: the span plan, the body reader, the in-order hasher and the range threads.
+"""The pieces of a ranged download: the span plan, the file writer, the in-order hasher and the range threads.
 
 ``download.Downloader`` decides the way from the first answer; when the server
-serves ranges, ``RangedDownload`` fetches the spans with a few threads. See
+serves ranges, ``RangedDownload`` fetches the spans with a few threads. It is
+given what it needs (a function that GETs a span, the shared ``Attempts``, the
+progress display), never the ``Downloader``, so the imports go one way:
+``download`` -> ``ranges`` -> ``http_body`` -> ``attempts``. See
 ``download``'s docstring for the design.
 """
 
@@ -9,97 +12,25 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import http.client
 import logging
 import mmap
 import os
-import re
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
 
 import requests
-import urllib3.exceptions
 
-from ..clients.transport import describe_request_error
-
-if TYPE_CHECKING:
-    from .download import Downloader
+from ..progress import Progress
+from .attempts import TRANSIENT, Attempts, Cancelled, RangeFailure
+from .http_body import body_reader, read_some, release
 
 LOGGER = logging.getLogger("ims_python_helper.pod.download")
 MIB = 1024 * 1024
 #: Bytes asked of the socket per read (and written per ``pwrite``, hashed per update): large reads keep the
 #: per-byte Python cost low, and md5 releases the GIL only for large updates.
 READ_CHUNK = 1 * MIB
-#: Statuses worth asking again for (gateways and overloaded servers).
-RETRY_STATUSES = (429, 500, 502, 503, 504)
-
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-class Cancelled(Exception):
-    """Another part failed; this one stops."""
-
-
-class RangeFailure(Exception):
-    """One attempt at a range failed; ``retry`` says whether asking again can help."""
-
-    def __init__(self, reason: str, retry: bool = True) -> None:
-        super().__init__(reason)
-        self.retry = retry
-
-
-#: Failures of one attempt that asking again may cure (urllib3's own reads raise urllib3's errors).
-TRANSIENT = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, RangeFailure)
-
-
-def parse_content_range(value: str) -> Tuple[int, int, Optional[int]]:
-    match = _CONTENT_RANGE.match(value.strip())
-    if not match:
-        raise RangeFailure(f"the server answered a range request with Content-Range {value!r}", retry=False)
-    total = None if match.group(3) == "*" else int(match.group(3))
-    return int(match.group(1)), int(match.group(2)), total
-
-
-def body_reader(response: requests.Response) -> Callable[[memoryview], int]:
-    """A ``readinto`` for the answer's body that fills the caller's buffer straight from the socket.
-
-    http.client's ``readinto`` (beneath urllib3) copies once, from the kernel
-    into the buffer; urllib3's own ``read``/``readinto`` copy every byte two
-    more times. A cut-off answer still hands over the bytes that came before
-    the cut (a short read, then 0), so a resumed range asks for the rest only.
-    """
-    raw = response.raw
-    inner = getattr(raw, "_fp", None)
-    if isinstance(inner, http.client.HTTPResponse) and not getattr(raw, "_decoder", None):
-        return inner.readinto
-    return raw.readinto
-
-
-def read_some(readinto: Callable[[memoryview], int], view: memoryview) -> int:
-    """Bytes read into ``view`` (0 at the end of the answer); a broken read becomes a ``RangeFailure``."""
-    try:
-        return readinto(view) or 0
-    except socket.timeout:
-        raise RangeFailure("timed out waiting for an answer") from None
-    except (OSError, http.client.HTTPException, ValueError):
-        # ValueError: http.client's buffer was closed under the read (the connection was dropped).
-        raise RangeFailure("the answer was cut off before its end") from None
-
-
-def release(response: requests.Response) -> None:
-    """Give the connection back for the next range when its answer was read to the end; else close it.
-
-    The body was read beneath urllib3, which therefore cannot tell; http.client
-    closes its side once the last byte announced is read. Reusing the
-    connection spares a TCP (and TLS) handshake per part.
-    """
-    inner = getattr(response.raw, "_fp", None)
-    if isinstance(inner, http.client.HTTPResponse) and inner.isclosed():
-        response.raw.release_conn()
-    else:
-        response.close()
 
 
 def pwrite_all(fd: int, view: memoryview, offset: int) -> None:
@@ -244,67 +175,63 @@ class InOrderHasher:
         return self.md5.hexdigest()
 
 
-def failure_reason(err: BaseException) -> str:
-    """A short, secret-free reason for one failed attempt."""
-    if isinstance(err, requests.exceptions.RequestException):
-        return describe_request_error(err)
-    if isinstance(err, urllib3.exceptions.ProtocolError):
-        return "the answer was cut off before its end"
-    if isinstance(err, urllib3.exceptions.ReadTimeoutError):
-        return "timed out waiting for an answer"
-    if isinstance(err, RangeFailure):
-        return str(err)
-    return type(err).__name__
+@dataclass(frozen=True)
+class RangeJob:
+    """What the range threads of one download are given: where the bytes go and how to ask for a span.
 
+    ``get_range`` GETs what a span still lacks (checked to be that range);
+    ``attempts`` is shared with the rest of the download, for the retries and
+    the stop; ``progress`` shows the bytes under ``name``.
+    """
 
-def check_status(response: requests.Response, wanted: int) -> None:
-    status = response.status_code
-    if status == wanted:
-        return
-    if status in RETRY_STATUSES:
-        raise RangeFailure(f"HTTP {status}")
-    if status == 412:
-        raise RangeFailure("the object changed during the download (ETag no longer matches)", retry=False)
-    if status in (401, 403):
-        raise RangeFailure(f"HTTP {status}: access refused (the presigned URL may have expired)", retry=False)
-    if status == 404:
-        raise RangeFailure("HTTP 404: no such object", retry=False)
-    raise RangeFailure(f"unexpected HTTP {status}", retry=False)
+    name: str
+    fd: int
+    #: The file's path, for opening it a second time with O_DIRECT.
+    path: str
+    total: int
+    part_size: int
+    #: Range threads at most.
+    concurrency: int
+    #: Spans started ahead of the hasher.
+    window: int
+    direct_io: bool
+    get_range: Callable[[Span], requests.Response]
+    attempts: Attempts
+    progress: Progress
 
 
 class RangedDownload:
     """The parts of one ranged download: threads that claim spans in order, fetch them and feed the hasher."""
 
-    def __init__(self, owner: Downloader, fd: int, path: str, total: int) -> None:
-        self.owner = owner
-        self.fd = fd
-        self.path = path
-        self.total = total
-        self.part_size = owner.options.part_size
-        self.spans = plan_spans(total, self.part_size)
+    def __init__(self, job: RangeJob) -> None:
+        self.job = job
+        self.attempts = job.attempts
+        self.total = job.total
+        self.part_size = job.part_size
+        self.spans = plan_spans(job.total, job.part_size)
         #: Buffers of hashed spans, handed to spans started later (no new allocation per part).
         self._free: List[mmap.mmap] = []
         self.hasher = InOrderHasher(self.spans, self._free)
-        self.window = owner.options.window_parts
+        self.window = job.window
         self._claim_lock = threading.Lock()
         self._next = 0
         self._first: Optional[requests.Response] = None
 
     def run(self, first: requests.Response) -> Tuple[int, str, bool]:
         """Fetch every span (``first`` answers span 0) and return the size, the md5 and True."""
-        owner = self.owner
+        job = self.job
         self._first = first
-        threads = min(owner.options.concurrency, len(self.spans))
-        owner.progress.start(owner.name, self.total)
+        threads = min(job.concurrency, len(self.spans))
+        job.progress.start(job.name, self.total)
         LOGGER.info(
             "%s: downloading %d bytes in %d ranges, up to %d at a time",
-            owner.name,
+            job.name,
             self.total,
             len(self.spans),
             threads,
         )
-        os.ftruncate(self.fd, self.total)
-        self.writer = FileWriter(self.fd, self.path, owner.options.direct_io)
+        os.ftruncate(job.fd, self.total)
+        self.writer = FileWriter(job.fd, job.path, job.direct_io)
         try:
             with ThreadPoolExecutor(threads, thread_name_prefix="download") as pool:
                 futures = [pool.submit(self._work) for _ in range(threads)]
@@ -321,7 +248,7 @@ class RangedDownload:
         if errors:
             # The first failure that is not just another thread stopping because of it.
             raise next((err for err in errors if not isinstance(err, Cancelled)), errors[0])
-        owner.progress.finish(owner.name)
+        job.progress.finish(job.name)
         return self.total, self.hasher.hexdigest(), True
 
     def _work(self) -> None:
@@ -337,7 +264,7 @@ class RangedDownload:
 
     def _stop(self) -> None:
         """Tell every range thread to stop, waking those waiting for the window."""
-        self.owner.cancel()
+        self.attempts.cancel()
         with self.hasher.moved:
             self.hasher.moved.notify_all()
 
@@ -351,7 +278,7 @@ class RangedDownload:
         with self.hasher.moved:
             # Keep at most `window` spans ahead of the hasher: that bounds the memory.
             while index >= self.hasher.index + self.window:
-                self.owner.check_cancel()
+                self.attempts.check_cancel()
                 self.hasher.moved.wait(1.0)
         span = self.spans[index]
         span.buffer = self._free.pop() if self._free else new_buffer(self.part_size)
@@ -364,10 +291,10 @@ class RangedDownload:
             response, self._first = self._first, None
         attempt = 1
         while True:
-            self.owner.check_cancel()
+            self.attempts.check_cancel()
             try:
                 if response is None:
-                    response = self.owner.get_range(span)
+                    response = self.job.get_range(span)
                 self._receive(span, response)
                 release(response)
                 if span.received < span.size:
@@ -378,12 +305,12 @@ class RangedDownload:
                 if response is not None:
                     response.close()
                 response = None
-                self.owner.give_up_or_wait(err, attempt, f"bytes {span.start}-{span.end}")
+                self.attempts.give_up_or_wait(err, attempt, f"bytes {span.start}-{span.end}")
                 attempt += 1
-                self.owner.count_retry()
+                self.attempts.count_retry()
                 LOGGER.info(
                     "%s: resuming bytes %d-%d from byte %d",
-                    self.owner.name,
+                    self.job.name,
                     span.start,
                     span.end,
                     span.start + span.received,
@@ -394,16 +321,16 @@ class RangedDownload:
         assert span.buffer is not None
         view = memoryview(span.buffer)
         readinto = body_reader(response)
-        owner = self.owner
+        job = self.job
         while span.received < span.size:
-            owner.check_cancel()
+            self.attempts.check_cancel()
             start = span.received
             count = read_some(readinto, view[start : min(start + READ_CHUNK, span.size)])
             if not count:
                 return
             span.received = start + count
             self._write_ready(span, view)
-            owner.progress.advance(owner.name, count)
+            job.progress.advance(job.name, count)
             self.hasher.offer()
 
     def _write_ready(self, span: Span, view: memoryview) -> None:

@@ -15,7 +15,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import InputError
 from ..vocabulary import ARCHES, ARTIFACT_KINDS, JOB_STATUSES, MAX_NAME_LENGTH, RECIPE_DISTROS, ArtifactKind
-from .transfer import HashingReader
+from .integrity import HashingReader
 
 LOGGER = logging.getLogger(__name__)
 HASH_BLOCK = 1024 * 1024

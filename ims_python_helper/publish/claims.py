@@ -35,7 +35,7 @@ import botocore.exceptions
 
 from ..clients.oauth import Deadline
 from ..clients.storage import S3Storage, describe_s3_error, s3_error_code
-from ..errors import ImsHelperError, StorageError
+from ..errors import ImsHelperError, StorageError, s3_failure
 
 LOGGER = logging.getLogger(__name__)
 
@@ -159,9 +159,9 @@ class RunClaim:
         except botocore.exceptions.ClientError as err:
             if s3_error_code(err) in expected:
                 return None
-            raise StorageError(f"cannot {action} the run claim {self.url}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot {action} the run claim {self.url}: {describe_s3_error(err)}", err) from None
         except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(f"cannot {action} the run claim {self.url}: {describe_s3_error(err)}") from None
+            raise s3_failure(f"cannot {action} the run claim {self.url}: {describe_s3_error(err)}", err) from None
 
     def _read(self) -> Tuple[Optional[ClaimState], str, bool]:
         """``(state, etag, exists)`` of the claim object as stored now."""

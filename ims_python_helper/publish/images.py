@@ -58,7 +58,7 @@ class ImagePublisher:
     """The publish workflow and the manifest reads it needs."""
 
     def __init__(self, services: Services) -> None:
-        self.s = services
+        self.services = services
         #: The run claim of the publish in progress (with a job id).
         self._claim: Optional[RunClaim] = None
 
@@ -73,7 +73,7 @@ class ImagePublisher:
         if not location.bucket or not location.key:
             return None
         try:
-            data = self.s.storage.get_bytes(location.key, bucket=location.bucket)
+            data = self.services.storage.get_bytes(location.key, bucket=location.bucket)
             return Manifest.parse(data) if data is not None else None
         except StorageError as err:
             LOGGER.warning("cannot read the manifest of image %s: %s", record.get("id"), err)
@@ -93,13 +93,13 @@ class ImagePublisher:
             return False
         for artifact in artifacts:
             entry = by_type[artifact.kind.mime_type]
-            info = self.s.storage.head(entry.link.key, bucket=entry.link.bucket or None)
+            info = self.services.storage.head(entry.link.key, bucket=entry.link.bucket or None)
             if info is None or info.size != artifact.size:
                 return False
             # An object rewritten since the manifest was made says so in its own md5sum.
             if info.metadata.get("md5sum", entry.md5) != entry.md5:
                 return False
-        return all(self.s.local_md5(a.path) == by_type[a.kind.mime_type].md5 for a in artifacts)
+        return all(self.services.local_md5(a.path) == by_type[a.kind.mime_type].md5 for a in artifacts)
 
     def matching_manifest(self, record: Record, artifacts: Sequence[LocalArtifact]) -> Optional[Manifest]:
         """The record's manifest when it lists exactly these files, else None."""
@@ -112,14 +112,14 @@ class ImagePublisher:
         """See ``ImsHelper.get_empty_image_record_for_name``."""
         check_name(image_name)
         if skip_existing:
-            same_name = [r for r in self.s.ims.list_images() if r.get("name") == image_name]
+            same_name = [r for r in self.services.ims.list_images() if r.get("name") == image_name]
             linked = [r for r in same_name if r.get("link")]
             if linked:
                 raise ImsImagesExistWithName(image_name, linked)
             if same_name:
                 LOGGER.info("reusing image %s, which has no artifacts yet", same_name[-1].get("id"))
                 return same_name[-1]
-        return self.s.ims.create_image(image_name, arch=check_arch(arch))
+        return self.services.ims.create_image(image_name, arch=check_arch(arch))
 
     # -- publishing -----------------------------------------------------------------
 
@@ -134,18 +134,19 @@ class ImagePublisher:
         touching this run's work. Images are listed only for ``skip_existing``.
         """
         # Everything cheap is checked before the first byte goes up.
-        job = require_job(self.s, job_id) if job_id else None
-        self.s.storage.check_bucket()
+        job = require_job(self.services, job_id) if job_id else None
+        self.services.storage.check_bucket()
         if not job_id or job is None:
             result = self._reuse_by_name(image_name, artifacts, None) if skip_existing else None
             return result if result is not None else self._publish_new(image_name, artifacts, None, arch)
-        claim = RunClaim(self.s.storage, run_key_for(job_id, image_name), job_id, image_name, self.s.deadline)
+        services = self.services
+        claim = RunClaim(services.storage, run_key_for(job_id, image_name), job_id, image_name, services.deadline)
         previous = claim.acquire()
         self._claim = claim
         try:
             with claim.heartbeat():
                 # Read again now that the claim is ours: a run we waited for may have finished the job meanwhile.
-                job = require_job(self.s, job_id)
+                job = require_job(self.services, job_id)
                 result = self._resume(previous, job_id, job, image_name, artifacts)
                 if result is None and skip_existing:
                     result = self._reuse_by_name(image_name, artifacts, job_id)
@@ -183,7 +184,7 @@ class ImagePublisher:
     def _image_named(self, image_id: str, image_name: str) -> Optional[Record]:
         """The record ``image_id`` when it exists and is named ``image_name`` (a direct GET)."""
         try:
-            record = self.s.ims.get_image(image_id)
+            record = self.services.ims.get_image(image_id)
         except ImsApiError as err:
             if err.status in (400, 404):
                 return None
@@ -195,7 +196,7 @@ class ImagePublisher:
         if not image_id:
             return False
         try:
-            self.s.ims.get_image(image_id)
+            self.services.ims.get_image(image_id)
         except ImsApiError as err:
             return err.status != 404
         except Exception:  # IMS cannot say: keep naming the record, the next run reads it again
@@ -211,12 +212,12 @@ class ImagePublisher:
         if previous.state == RUNNING and previous.creating_since:
             # The earlier run died between its create and naming the record in the claim: look for it.
             LOGGER.info("an earlier run of this job may have created a record; looking for it")
-            return self.s.ims.find_created_image(image_name, run_key, previous.creating_since)
+            return self.services.ims.find_created_image(image_name, run_key, previous.creating_since)
         return None
 
     def _reuse_by_name(self, image_name: str, artifacts: Artifacts, job_id: Optional[str]) -> Optional[Dict[str, Any]]:
         """``--skip-existing``: a same-name record that already holds these files, or one without any."""
-        same_name = [r for r in self.s.ims.list_images() if r.get("name") == image_name]
+        same_name = [r for r in self.services.ims.list_images() if r.get("name") == image_name]
         done = "image %s already holds these artifacts; nothing to upload"
         empty = "reusing image %s, which has no artifacts yet"
         return self._reuse(same_name, artifacts, job_id, done, empty)
@@ -243,7 +244,7 @@ class ImagePublisher:
             # A key of this run's own, so a create whose answer was lost is found, not made twice.
             metadata = {RUN_METADATA_KEY: uuid.uuid4().hex}
         since = self._claim.state.creating_since if self._claim is not None else None
-        record = self.s.ims.create_image(image_name, arch=arch, metadata=metadata, since=since)
+        record = self.services.ims.create_image(image_name, arch=arch, metadata=metadata, since=since)
         if not isinstance(record.get("id"), str) or not record["id"]:
             raise TransportError("IMS created an image record without an id")
         LOGGER.info("created image record %s for %r", record["id"], image_name)
@@ -272,13 +273,13 @@ class ImagePublisher:
             "ims_image_artifacts": [entry.to_dict() for entry in entries],
         }
         if job_id:
-            result["ims_job_record"] = self.s.ims.patch_job(job_id, {"resultant_image_id": image_id})
+            result["ims_job_record"] = self.services.ims.patch_job(job_id, {"resultant_image_id": image_id})
         return result
 
     def _finish_existing(self, record: Record, manifest: Manifest, job_id: Optional[str]) -> Dict[str, Any]:
         link = record["link"]
         manifest_entry = ManifestEntry(ArtifactLink(path=link["path"], etag=link.get("etag", "")), MANIFEST_TYPE, "")
-        info = self.s.storage.head(manifest_entry.link.key, bucket=manifest_entry.link.bucket)
+        info = self.services.storage.head(manifest_entry.link.key, bucket=manifest_entry.link.bucket)
         if info is not None:
             manifest_entry = ManifestEntry(manifest_entry.link, MANIFEST_TYPE, info.metadata.get("md5sum", ""))
         return self._result(record, record["id"], [*list(manifest.artifacts), manifest_entry], job_id)
@@ -288,17 +289,17 @@ class ImagePublisher:
     ) -> Dict[str, Any]:
         image_id = check_uuid(record["id"], "image id returned by IMS")
         prefix = f"{image_id}/"
-        cleanup = Cleanup(self.s, "publish", owned=self._owned)
+        cleanup = Cleanup(self.services, "publish", owned=self._owned)
         cleanup.objects(prefix, [prefix + a.kind.key for a in artifacts] + [prefix + MANIFEST_KEY])
         if created:
             # A record that carries the job's run key is kept when S3 fails: a re-run of the job finishes it.
-            delete = lambda: self.s.ims.delete_image(image_id)  # noqa: E731
+            delete = lambda: self.services.ims.delete_image(image_id)  # noqa: E731
             cleanup.record(f"IMS image record {image_id}", delete, keep_if_s3_fails=bool(job_id))
         try:
             self._check_claim(image_id)
             if not created:
                 # A killed run may have left parts behind; they are ours to clear.
-                for key in self.s.storage.abort_multipart_uploads(prefix):
+                for key in self.services.storage.abort_multipart_uploads(prefix):
                     LOGGER.info("aborted an unfinished upload of %s left by an earlier run", key)
             entries = self._upload(image_id, str(record.get("name", "")), prefix, artifacts, job_id)
             manifest_entry = self._store_manifest(prefix + MANIFEST_KEY, Manifest(artifacts=entries))
@@ -319,35 +320,35 @@ class ImagePublisher:
             ArtifactUpload(a.kind.name, a.path, prefix + a.kind.key, a.kind.mime_type, a.size, dict(metadata))
             for a in artifacts
         ]
-        stored = self.s.upload(uploads)
+        stored = self.services.upload(uploads)
         # Every upload under the prefix is finished now; one still open is an orphan of a multipart
         # create that S3 carried out but whose answer was lost (botocore then created another).
-        for key in self.s.storage.abort_multipart_uploads(prefix):
+        for key in self.services.storage.abort_multipart_uploads(prefix):
             LOGGER.info("aborted an abandoned multipart upload of %s", key)
         return [self._entry(obj) for obj in stored]
 
     def _entry(self, stored: UploadedObject) -> ManifestEntry:
-        link = ArtifactLink.s3(self.s.bucket, stored.upload.key, stored.etag)
+        link = ArtifactLink.s3(self.services.bucket, stored.upload.key, stored.etag)
         return ManifestEntry(link, stored.upload.content_type, stored.md5)
 
     def _store_manifest(self, key: str, manifest: Manifest) -> ManifestEntry:
         data = manifest.to_json()
         md5 = hashlib.md5(data).hexdigest()
-        self.s.deadline.check("writing the manifest")
-        etag = self.s.storage.put_bytes(key, data, MANIFEST_TYPE, {"md5sum": md5})
-        info = self.s.storage.head(key)
+        self.services.deadline.check("writing the manifest")
+        etag = self.services.storage.put_bytes(key, data, MANIFEST_TYPE, {"md5sum": md5})
+        info = self.services.storage.head(key)
         if info is None or info.size != len(data):
-            raise StorageError(f"s3://{self.s.bucket}/{key} did not store correctly")
-        return ManifestEntry(ArtifactLink.s3(self.s.bucket, key, info.etag or etag), MANIFEST_TYPE, md5)
+            raise StorageError(f"s3://{self.services.bucket}/{key} did not store correctly")
+        return ManifestEntry(ArtifactLink.s3(self.services.bucket, key, info.etag or etag), MANIFEST_TYPE, md5)
 
     def _link_image(self, image_id: str, link: ArtifactLink) -> Record:
         """Link the record to its manifest; a repeat of a link that already landed counts as success."""
         try:
-            return self.s.ims.patch_image(image_id, {"link": link.to_dict()})
+            return self.services.ims.patch_image(image_id, {"link": link.to_dict()})
         except ImsApiError as err:
             if err.status not in (409, 422):
                 raise
-            current = self.s.ims.get_image(image_id)
+            current = self.services.ims.get_image(image_id)
             if (current.get("link") or {}).get("path") == link.path:
                 LOGGER.info("image %s already carries this link", image_id)
                 return current

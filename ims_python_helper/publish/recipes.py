@@ -89,12 +89,12 @@ class RecipeLoader:
     """Loads recipes idempotently (see ``ImsHelper.recipe_upload``)."""
 
     def __init__(self, services: Services) -> None:
-        self.s = services
+        self.services = services
 
     def load(self, request: RecipeRequest) -> Record:
         """Return a matching recipe as is, upload into one without a link, or create, upload and link one."""
-        self.s.storage.check_bucket()
-        same_name = [r for r in self.s.ims.list_recipes() if r.get("name") == request.name]
+        self.services.storage.check_bucket()
+        same_name = [r for r in self.services.ims.list_recipes() if r.get("name") == request.name]
         done, _, empty = find_reusable(same_name, lambda r: self._holds(r, request))
         if done is not None:
             LOGGER.info("recipe %r is already loaded as %s; nothing to do", request.name, done.get("id"))
@@ -102,7 +102,7 @@ class RecipeLoader:
         if empty is not None:
             LOGGER.info("recipe %r exists as %s without a tarball; uploading into it", request.name, empty.get("id"))
             return self._upload_into(empty, False, request)
-        return self._upload_into(self.s.ims.create_recipe(request.create_body()), True, request)
+        return self._upload_into(self.services.ims.create_recipe(request.create_body()), True, request)
 
     def _holds(self, recipe: Record, request: RecipeRequest) -> bool:
         if template_dict(recipe) != request.templates:
@@ -111,25 +111,25 @@ class RecipeLoader:
         return (
             info is not None
             and info.size == request.size
-            and info.metadata.get("md5sum") == self.s.local_md5(request.path)
+            and info.metadata.get("md5sum") == self.services.local_md5(request.path)
         )
 
     def _upload_into(self, recipe: Record, created: bool, request: RecipeRequest) -> Record:
         recipe_id = check_uuid(recipe.get("id"), "recipe id returned by IMS")
         key = RECIPE_KEY.format(recipe_id=recipe_id)
-        cleanup = Cleanup(self.s, "recipe upload")
+        cleanup = Cleanup(self.services, "recipe upload")
         cleanup.objects(key, [key])
         if created:
-            cleanup.record(f"IMS recipe record {recipe_id}", lambda: self.s.ims.delete_recipe(recipe_id))
+            cleanup.record(f"IMS recipe record {recipe_id}", lambda: self.services.ims.delete_recipe(recipe_id))
         try:
             upload = ArtifactUpload("recipe", request.path, key, RECIPE_ARTIFACT_TYPE, request.size, {})
-            stored = self.s.upload([upload])
+            stored = self.services.upload([upload])
             # A CreateMultipartUpload whose answer was lost leaves an upload nobody completes; sweep it.
-            self.s.storage.abort_multipart_uploads(key)
-            patch: Dict[str, Any] = {"link": ArtifactLink.s3(self.s.bucket, key, stored[0].etag).to_dict()}
+            self.services.storage.abort_multipart_uploads(key)
+            patch: Dict[str, Any] = {"link": ArtifactLink.s3(self.services.bucket, key, stored[0].etag).to_dict()}
             if not created:
                 patch.update(request.missing_from(recipe))
-            return self.s.ims.patch_recipe(recipe_id, patch)
+            return self.services.ims.patch_recipe(recipe_id, patch)
         except BaseException as err:
             cleanup.undo(err)
             raise
@@ -140,7 +140,7 @@ class RecipeLoader:
         if not link.bucket or not link.key:
             return None
         try:
-            return self.s.storage.head(link.key, bucket=link.bucket)
+            return self.services.storage.head(link.key, bucket=link.bucket)
         except StorageError as err:
             LOGGER.warning("cannot read the tarball of recipe %s: %s", recipe.get("id"), err)
             return None

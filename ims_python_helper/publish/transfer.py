@@ -49,11 +49,11 @@ from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
 from ..clients.oauth import Deadline
-from ..clients.s3retry import stop_transfers
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
-from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError
+from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError, s3_failure
 from ..progress import Progress
 from .integrity import HashingReader, PartChecksums
+from .stop_uploads import stop_transfers
 
 LOGGER = logging.getLogger(__name__)
 #: How long a failed run waits for the upload whose failure cancelled the others to report it.
@@ -360,18 +360,14 @@ class ArtifactUploader:
             subscribers=[_ProgressSubscriber(self.progress, upload.name, upload.size)],
         )
         self._transfers.append(future)
+        failed = f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed"
         try:
             future.result()
         except botocore.exceptions.ClientError as err:
             if not self._completed_before_its_answer_was_lost(upload, reader, err):
-                raise StorageError(
-                    f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: "
-                    f"{describe_s3_error(err)}"
-                ) from None
+                raise s3_failure(f"{failed}: {describe_s3_error(err)}", err) from None
         except botocore.exceptions.BotoCoreError as err:
-            raise StorageError(
-                f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed: {describe_s3_error(err)}"
-            ) from None
+            raise StorageError(f"{failed}: {describe_s3_error(err)}") from None
         except ImsHelperError:
             raise
         except Exception as err:

@@ -28,6 +28,7 @@ from ims_python_helper.errors import (
     S3ResponseError,
     StorageError,
     VerificationError,
+    s3_failure,
 )
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.session import ClientCredentialsSession, create_oauth_session
@@ -49,11 +50,11 @@ def client_error(code: str = "AccessDenied", status: int = 403) -> botocore.exce
 
 
 def storage_error_while_handling(err: BaseException, message: str) -> StorageError:
-    """What the storage layer does: turn a botocore error into a StorageError inside its ``except`` block."""
+    """What the storage layer does: turn the botocore error it caught into a StorageError (``s3_failure``)."""
     try:
         raise err
-    except Exception:
-        return StorageError(message)
+    except Exception as caught:
+        return s3_failure(message, caught)
 
 
 # -- the classes, without a server ------------------------------------------------------------
@@ -89,6 +90,11 @@ def test_an_s3_error_code_makes_a_client_error_and_anything_else_a_botocore_erro
         copy = pickle.loads(pickle.dumps(error))
         assert (type(copy), str(copy), copy.args) == (type(error), str(error), error.args)
     assert type(unreachable) is StorageError and not isinstance(unreachable, botocore.exceptions.ClientError)
+    try:
+        raise client_error()
+    except botocore.exceptions.ClientError:
+        inside = StorageError("s3://b/k is larger than 16 bytes")
+    assert type(inside) is StorageError, "the class is the one the code names, not picked from the error handled"
     assert pickle.loads(pickle.dumps(answered)).response == answered.response
     assert str(VerificationError("size differs")) == "size differs"
 
