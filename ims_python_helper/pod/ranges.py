@@ -17,12 +17,13 @@ import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 import requests
 import urllib3.exceptions
 
 from ..clients.transport import describe_request_error
+from .resume import DiscardWriter, SpanLedger
 
 if TYPE_CHECKING:
     from .download import Downloader
@@ -275,8 +276,10 @@ def check_status(response: requests.Response, wanted: int) -> None:
 class RangedDownload:
     """The parts of one ranged download: threads that claim spans in order, fetch them and feed the hasher."""
 
-    def __init__(self, owner: Downloader, fd: int, path: str, total: int) -> None:
+    def __init__(self, owner: Downloader, fd: int, path: str, total: int, ledger: Optional[SpanLedger] = None) -> None:
         self.owner = owner
+        #: Spans an earlier run kept in the file (``fd`` < 0: no file, the bytes are only hashed).
+        self.ledger = ledger
         self.fd = fd
         self.path = path
         self.total = total
@@ -303,8 +306,10 @@ class RangedDownload:
             len(self.spans),
             threads,
         )
-        os.ftruncate(self.fd, self.total)
-        self.writer = FileWriter(self.fd, self.path, owner.options.direct_io)
+        self.writer: Union[FileWriter, DiscardWriter] = DiscardWriter()
+        if self.fd >= 0:
+            os.ftruncate(self.fd, self.total)
+            self.writer = FileWriter(self.fd, self.path, owner.options.direct_io)
         try:
             with ThreadPoolExecutor(threads, thread_name_prefix="download") as pool:
                 futures = [pool.submit(self._work) for _ in range(threads)]
@@ -355,15 +360,34 @@ class RangedDownload:
                 self.hasher.moved.wait(1.0)
         span = self.spans[index]
         span.buffer = self._free.pop() if self._free else new_buffer(self.part_size)
+        if self.ledger is not None:
+            self._restore(index, span)
         return span
+
+    def _restore(self, index: int, span: Span) -> None:
+        """Read back (and hash, in order) what an earlier run kept of ``span``, so only the rest is fetched."""
+        assert span.buffer is not None and self.ledger is not None
+        kept = self.ledger.kept(index, span.size)
+        view = memoryview(span.buffer)
+        while span.received < kept:
+            count = os.preadv(self.fd, [view[span.received : kept]], span.start + span.received)
+            if not count:
+                raise OSError(errno.EIO, f"{self.path} ends before byte {span.start + kept}")
+            span.received += count
+        span.written = span.received
+        self.owner.progress.advance(self.owner.name, span.received)
+        self.hasher.offer()
 
     def _fetch(self, span: Span) -> None:
         """Fetch ``span``, resuming from its first missing byte after a failure."""
         response = None
         if span.start == 0:
             response, self._first = self._first, None
+            if response is not None and span.received:
+                response.close()  # the first answer starts at byte 0, which the file already holds
+                response = None
         attempt = 1
-        while True:
+        while span.received < span.size:
             self.owner.check_cancel()
             try:
                 if response is None:
@@ -413,3 +437,5 @@ class RangedDownload:
         if end > span.written:
             self.writer.write(view[span.written : end], span.start + span.written)
             span.written = end
+            if self.ledger is not None:
+                self.ledger.record(span.start // self.part_size, end)
