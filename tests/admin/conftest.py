@@ -58,7 +58,7 @@ def s3(stack: LocalStack) -> Any:
 def publish(run_cli: CliRunner, artifacts: Artifacts, name: str) -> Dict[str, Any]:
     """Publish all of ``artifacts`` into the source stack; returns the image record."""
     result = run_cli("image", "upload_artifacts", name, *artifacts.flags())
-    assert result.code == 0, result.err
+    assert result.code == 0, result.stderr
     record: Dict[str, Any] = result.json["ims_image_record"]
     return record
 

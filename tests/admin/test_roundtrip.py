@@ -18,17 +18,17 @@ def test_export_then_import_into_another_stack_keeps_every_md5(
 
     for mode in ([], ["--quick"]):
         verified = run_cli("image", "verify", source["id"], *mode)
-        assert verified.code == 0, verified.err
+        assert verified.code == 0, verified.stderr
         assert {a["status"] for a in verified.json["artifacts"]} == {"ok"}
 
     bundle = tmp_path / "bundle"
     exported = run_cli("image", "export", source["id"], str(bundle))
-    assert exported.code == 0, exported.err
+    assert exported.code == 0, exported.stderr
     assert bundle_files(bundle) == expected
     assert not [p.name for p in bundle.iterdir() if p.name.endswith((".part", ".spans", ".json.tmp"))]
 
     imported = run_dest("image", "import", str(bundle), "--name", "round-trip-copy")
-    assert imported.code == 0, imported.err
+    assert imported.code == 0, imported.stderr
     copy = imported.json["ims_image_record"]
     assert copy["link"]["path"].startswith("s3://boot-images-dest/")
     assert [r["id"] for r in dest_ims.images_named("round-trip-copy")] == [copy["id"]]
@@ -36,7 +36,7 @@ def test_export_then_import_into_another_stack_keeps_every_md5(
     assert object_md5s(s3, copy) == expected
 
     on_dest = run_dest("image", "verify", copy["id"])
-    assert on_dest.code == 0, on_dest.err
+    assert on_dest.code == 0, on_dest.stderr
     assert {a["md5"] for a in on_dest.json["artifacts"]} == set(expected.values())
 
 
@@ -48,7 +48,7 @@ def test_import_run_again_reuses_the_record_it_made(
     assert run_cli("image", "export", source["id"], str(bundle)).code == 0
     first = run_dest("image", "import", str(bundle))
     second = run_dest("image", "import", str(bundle))
-    assert first.code == 0 and second.code == 0, second.err
+    assert first.code == 0 and second.code == 0, second.stderr
     assert first.json["ims_image_record"]["id"] == second.json["ims_image_record"]["id"]
     assert len(dest_ims.images_named("import-twice")) == 1
 
@@ -61,6 +61,6 @@ def test_export_run_again_on_a_finished_bundle_fetches_nothing(
     assert run_cli("image", "export", source["id"], str(bundle)).code == 0
     before = {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()}
     again = run_cli("image", "export", source["id"], str(bundle))
-    assert again.code == 0, again.err
+    assert again.code == 0, again.stderr
     assert again.json["already_exported"] is True and again.json["bytes_fetched"] == 0
     assert {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()} == before
