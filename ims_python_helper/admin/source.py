@@ -110,7 +110,8 @@ def downloader(
 ) -> Downloader:
     """A download engine for one artifact, reading it from a presigned GET URL with the S3 settings' TLS trust."""
     storage = services.storage
-    url = storage.presigned_get(entry.link.key, bucket=entry.link.bucket or None)
+    # Long enough for a slow link: every range of the artifact is asked for with this one URL.
+    url = storage.presigned_get(entry.link.key, bucket=entry.link.bucket or None, expires=6 * 3600)
     chosen = replace(options or DownloadOptions(), verify=storage.settings.verify, timeout=storage.settings.timeout)
     return Downloader(
         url, path, chosen, progress=_OneOfMany(services.progress), deadline=services.deadline, name=artifact_name(entry)
