@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -126,3 +127,31 @@ def test_an_export_whose_bytes_do_not_match_the_manifest_keeps_no_file(
     assert "kernel" in _one_error_line(result.stderr)
     assert not (target / "kernel").exists() and not (target / "kernel.part").exists()
     assert not (target / "bundle.json").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a directory whose disk fills up (needs the right to mount, else the test is skipped)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_file_looking_complete(
+    run_cli: CliRunner, artifacts: Artifacts, small_disk: Path
+):
+    record = publish(run_cli, artifacts, "export-full-disk")
+    target = small_disk / "bundle"
+
+    result = run_cli("image", "export", record["id"], str(target))
+
+    assert result.code == 1
+    line = _one_error_line(result.stderr)
+    assert "No space left on device" in line and str(target) in line
+    assert not (target / "rootfs").exists() and not (target / "bundle.json").exists()
