@@ -155,3 +155,17 @@ def test_a_full_disk_is_one_line_and_leaves_no_file_looking_complete(
     line = _one_error_line(result.stderr)
     assert "No space left on device" in line and str(target) in line
     assert not (target / "rootfs").exists() and not (target / "bundle.json").exists()
+
+
+@pytest.mark.parametrize("file_name", ["../rootfs", "/etc/passwd", "bundle.json", ".hidden"])
+def test_a_bundle_record_naming_a_path_outside_its_directory_is_refused(
+    bundle: Path, run_dest: CliRunner, dest_snapshot: Callable[[], Snapshot], file_name: str
+):
+    before = dest_snapshot()
+    record = json.loads((bundle / "bundle.json").read_text())
+    record["artifacts"][0]["file"] = file_name
+    (bundle / "bundle.json").write_text(json.dumps(record))
+    result = run_dest("image", "import", str(bundle))
+    assert result.code == 1
+    assert "not a plain file name" in _one_error_line(result.stderr)
+    assert dest_snapshot() == before
