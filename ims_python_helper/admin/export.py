@@ -199,7 +199,7 @@ class ImageExporter:
             earlier = read_json(state, "export state") if os.path.exists(state) else None
         except BundleError:
             earlier = None
-        if earlier != header:
+        if earlier != header or not os.path.exists(part):
             if earlier is not None:
                 LOGGER.info("%s: the object or the part size changed since the last run; starting it afresh", part)
             _remove(part, part + ".spans")

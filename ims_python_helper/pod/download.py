@@ -26,6 +26,11 @@ fails instead of mixing two versions.
 The file is written beside its final path under a temporary name and renamed
 into place only when every byte is there and the md5 matches; on any failure
 it is removed.
+
+Two other ways to run (``resume``): ``digest`` writes nothing and returns only
+the size and md5 (``image verify``); ``fetch_into`` writes into a file the
+caller owns, reading back the bytes a ``SpanLedger`` says an earlier run left
+there and asking only for the rest (``image export``).
 """
 
 from __future__ import annotations
