@@ -90,3 +90,19 @@ def test_verify_of_an_unknown_image_is_one_line(run_cli: CliRunner):
     result = run_cli("image", "verify", "7d6f1e0a-0000-4000-8000-000000000000")
     assert result.code == 1
     assert result.stderr.strip().splitlines()[-1].startswith("ims_python_helper: error: IMS has no image")
+
+
+def test_an_image_id_that_is_not_a_uuid_is_a_usage_error(run_cli: CliRunner):
+    result = run_cli("image", "verify", "not-a-uuid")
+    assert result.code == 2
+
+
+def test_an_image_record_without_a_link_has_nothing_to_verify_or_export(
+    run_cli: CliRunner, ims_api: Any, tmp_path: Any
+):
+    empty = ims_api.post("/images", {"name": "no-artifacts"})
+    for argv in (("image", "verify", empty["id"]), ("image", "export", empty["id"], str(tmp_path / "b"))):
+        result = run_cli(*argv)
+        assert result.code == 1
+        assert "has no link" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "b").exists()
