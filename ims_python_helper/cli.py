@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple, Union
 
 from . import __version__
+from .admin.import_ import check_bundle
 from .clients.redact import install_log_redaction, redact
+from .cmdline.admin import ADMIN_TEXTS, export_arguments, import_arguments, verify_arguments
 from .cmdline.arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from, uuid_argument
 from .cmdline.signals import SignalGuard, exit_process, write_final_line
 from .cmdline.steps import (
@@ -128,6 +130,7 @@ COMMAND_TEXTS: Dict[str, Tuple[str, Optional[str]]] = {
         "recipes/RECIPE_ID/recipe.tar.gz (bucket default: ims).",
     ),
     **STEP_TEXTS,
+    **ADMIN_TEXTS,
 }
 
 
@@ -147,6 +150,9 @@ def _add_image_commands(resources: Any) -> None:
     _command(image_commands, "upload_artifacts", run_upload_artifacts, _upload_arguments)
     _command(image_commands, "set_job_status", run_set_job_status, _status_arguments)
     _command(image_commands, "fetch", run_image_fetch, image_fetch_arguments, "image fetch")
+    _command(image_commands, "verify", run_image_verify, verify_arguments, "image verify")
+    _command(image_commands, "export", run_image_export, export_arguments, "image export")
+    _command(image_commands, "import", run_image_import, import_arguments, "image import")
 
 
 def _upload_arguments(upload: Any) -> None:
@@ -216,11 +222,11 @@ def _resolve(args: argparse.Namespace, env: Environment) -> Settings:
     return resolve_settings(raw, env.environ)
 
 
-def client_command(run: Callable[[argparse.Namespace, Settings, Environment], Dict[str, Any]]) -> Handler:
+def client_command(run: Callable[[argparse.Namespace, Settings, Environment], Union[int, Dict[str, Any]]]) -> Handler:
     """Make a library command a handler: resolve settings, log to ``env.stderr``, clean up on signals."""
 
     @functools.wraps(run)
-    def handler(args: argparse.Namespace, env: Environment) -> Dict[str, Any]:
+    def handler(args: argparse.Namespace, env: Environment) -> Union[int, Dict[str, Any]]:
         settings = _resolve(args, env)
         log_handler = _configure_logging(settings.log_level, env.stderr)
         try:
@@ -243,8 +249,8 @@ def client_command(run: Callable[[argparse.Namespace, Settings, Environment], Di
     return handler
 
 
-def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None) -> ImsHelper:
-    progress = make_progress(settings.progress, env.stderr)
+def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None, direction: str = "upload") -> ImsHelper:
+    progress = make_progress(settings.progress, env.stderr, direction)
     return ImsHelper.from_settings(settings.helper_settings(bucket), progress=progress)
 
 
@@ -336,6 +342,32 @@ def run_recipe_fetch(args: argparse.Namespace, settings: Settings, env: Environm
 def run_wait_for_repos(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``recipe wait_for_repos``: an image-build job's wait step."""
     return recipe_wait_for_repos(args, settings.step_settings(), env.environ)
+
+
+@client_command
+def run_image_verify(args: argparse.Namespace, settings: Settings, env: Environment) -> Union[int, Dict[str, Any]]:
+    """``image verify``: the result JSON either way; exit 1 with one line naming what does not match."""
+    result = _helper(settings, env, direction="download").image_verify(args.image_id, quick=bool(args.quick))
+    if result["ok"]:
+        return result
+    _print_json(result, env.stdout)
+    env.stderr.write(
+        f"{PROG}: error: image {args.image_id} does not match its manifest: {_one_line(result['error'])}\n"
+    )
+    return int(ExitStatus.FAILURE)
+
+
+@client_command
+def run_image_export(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
+    """``image export``."""
+    return _helper(settings, env, direction="download").image_export(args.image_id, args.directory)
+
+
+@client_command
+def run_image_import(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
+    """``image import``: the bundle is checked whole before anything is contacted."""
+    checked = check_bundle(args.directory, args.name)
+    return _helper(settings, env).image_import(checked)
 
 
 # -- main -------------------------------------------------------------------------

@@ -15,6 +15,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import requests
 from requests.adapters import HTTPAdapter
 
+from .admin.export import ImageExporter
+from .admin.import_ import CheckedBundle, check_bundle, import_bundle
+from .admin.verify import ImageVerifier
 from .clients.ims import ImsClient, Record
 from .clients.oauth import ClientCredentialsSession, Deadline, OAuthSettings, build_retry, open_oauth_session
 from .clients.storage import S3Settings, S3Storage
@@ -243,3 +246,16 @@ class ImsHelper(LegacyCalls):
         """
         request = check_recipe(name, filepath, distro, template_dictionary, arch, require_dkms, self._services)
         return RecipeLoader(self._services).load(request)
+
+    def image_verify(self, image_id: str, quick: bool = False) -> Dict[str, Any]:
+        """Check an image's artifacts against its manifest (``quick``: no bodies read); ``result["ok"]`` if all hold."""
+        return ImageVerifier(self._services).verify(image_id, quick)
+
+    def image_export(self, image_id: str, directory: Union[str, os.PathLike]) -> Dict[str, Any]:
+        """Download an image's manifest and artifacts into a bundle directory (resumes an interrupted export)."""
+        return ImageExporter(self._services).export(image_id, os.fspath(directory))
+
+    def image_import(self, directory: Union[str, os.PathLike, CheckedBundle], name: Optional[str] = None) -> dict:
+        """Publish a bundle made by ``image_export``, every file checked first; ``name`` renames the image."""
+        checked = directory if isinstance(directory, CheckedBundle) else check_bundle(os.fspath(directory), name)
+        return import_bundle(self._services, checked)

@@ -275,6 +275,18 @@ class S3Storage:
         data: bytes = answer["Body"].read()
         return data
 
+    def presigned_get(self, key: str, bucket: Optional[str] = None, expires: int = 3600) -> str:
+        """A GET URL of one object, signed for ``expires`` seconds (for the ranged download engine)."""
+        try:
+            url: str = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket or self.bucket, "Key": key}, ExpiresIn=expires
+            )
+        except botocore.exceptions.BotoCoreError as err:
+            raise StorageError(
+                f"cannot sign a GET of s3://{bucket or self.bucket}/{key}: {describe_s3_error(err)}"
+            ) from None
+        return url
+
     def put_bytes(self, key: str, data: bytes, content_type: str, metadata: Dict[str, str]) -> str:
         """Store a small object in one request, with Content-MD5 so S3 checks the bytes; returns the ETag.
 

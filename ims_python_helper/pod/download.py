@@ -26,6 +26,11 @@ fails instead of mixing two versions.
 The file is written beside its final path under a temporary name and renamed
 into place only when every byte is there and the md5 matches; on any failure
 it is removed.
+
+Two other ways to run (``resume``): ``digest`` writes nothing and returns only
+the size and md5 (``image verify``); ``fetch_into`` writes into a file the
+caller owns, reading back the bytes a ``SpanLedger`` says an earlier run left
+there and asking only for the rest (``image export``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from ..progress import Progress
 from .attempts import TRANSIENT, Attempts, DownloadError, RangeFailure, check_status, parse_content_range
 from .http_body import body_reader, read_some
 from .ranges import READ_CHUNK, RangedDownload, RangeJob, Span, pwrite_all
+from .resume import SpanLedger
 
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -176,10 +182,36 @@ class Downloader:
             if self._own_session:
                 self.session.close()
 
+    def digest(self) -> DownloadResult:
+        """Read the object through the engine into its md5 only: nothing is written anywhere (``path`` is unused)."""
+        return self._run_in_place(-1, None)
+
+    def fetch_into(self, fd: int, ledger: Optional[SpanLedger] = None) -> DownloadResult:
+        """Download into the open file ``fd`` (at ``path``) in place, keeping what ``ledger`` says is there already.
+
+        No temporary file and no rename: the caller owns the file, its name and
+        what happens to it on failure (``admin.export`` keeps it to resume).
+        """
+        return self._run_in_place(fd, ledger)
+
+    def _run_in_place(self, fd: int, ledger: Optional[SpanLedger]) -> DownloadResult:
+        succeeded = False
+        try:
+            size, md5, ranged = self._download_to(fd, self.path, ledger)
+            succeeded = True
+            return DownloadResult(self.path if fd >= 0 else "", size, md5, ranged, self.attempts.retries)
+        finally:
+            if not succeeded:
+                self.attempts.cancel()
+            self.progress.close(succeeded)
+            if self._own_session:
+                self.session.close()
+
     # -- the first answer decides the way -------------------------------------------
 
-    def _download_to(self, fd: int, temp: str) -> Tuple[int, str, bool]:
-        response = self._first_answer()
+    def _download_to(self, fd: int, temp: str, ledger: Optional[SpanLedger] = None) -> Tuple[int, str, bool]:
+        # A file that already holds the first bytes needs only the size from the first answer.
+        response = self._first_answer(probe=ledger is not None and ledger.kept(0, 1) > 0)
         if response.status_code == 200:
             LOGGER.info("%s: the server does not serve byte ranges; downloading in one stream", self.name)
             return self._single_stream(fd, response)
@@ -206,14 +238,15 @@ class Downloader:
             get_range=self.get_range,
             attempts=self.attempts,
             progress=self.progress,
+            ledger=ledger,
         )
         return RangedDownload(job).run(response)
 
-    def _first_answer(self) -> requests.Response:
+    def _first_answer(self, probe: bool = False) -> requests.Response:
         """The answer to the first range request: 200, 206 or 416, after retries of anything retryable."""
         attempt = 1
         while True:
-            response = self._get(f"bytes=0-{self.options.part_size - 1}", first=True)
+            response = self._get(f"bytes=0-{0 if probe else self.options.part_size - 1}", first=True)
             if response.status_code in (200, 206, 416):
                 return response
             response.close()
@@ -244,13 +277,15 @@ class Downloader:
             received = 0
             try:
                 check_status(response, 200)
-                os.ftruncate(fd, 0)
+                if fd >= 0:
+                    os.ftruncate(fd, 0)
                 readinto = body_reader(response)
                 while True:
                     count = read_some(readinto, buffer)
                     if not count:
                         break
-                    pwrite_all(fd, buffer[:count], received)
+                    if fd >= 0:
+                        pwrite_all(fd, buffer[:count], received)
                     md5.update(buffer[:count])
                     received += count
                     self.progress.advance(self.name, count)

@@ -18,13 +18,14 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import requests
 
 from ..progress import Progress
 from .attempts import TRANSIENT, Attempts, Cancelled, RangeFailure
 from .http_body import body_reader, read_some, release
+from .resume import DiscardWriter, SpanLedger
 
 LOGGER = logging.getLogger("ims_python_helper.pod.download")
 MIB = 1024 * 1024
@@ -198,6 +199,8 @@ class RangeJob:
     get_range: Callable[[Span], requests.Response]
     attempts: Attempts
     progress: Progress
+    #: What an earlier run kept of each span in the file (``image export``'s resume), or None.
+    ledger: Optional[SpanLedger] = None
 
 
 class RangedDownload:
@@ -206,6 +209,8 @@ class RangedDownload:
     def __init__(self, job: RangeJob) -> None:
         self.job = job
         self.attempts = job.attempts
+        #: Spans an earlier run kept in the file (``job.fd`` < 0: no file, the bytes are only hashed).
+        self.ledger = job.ledger
         self.total = job.total
         self.part_size = job.part_size
         self.spans = plan_spans(job.total, job.part_size)
@@ -230,8 +235,10 @@ class RangedDownload:
             len(self.spans),
             threads,
         )
-        os.ftruncate(job.fd, self.total)
-        self.writer = FileWriter(job.fd, job.path, job.direct_io)
+        self.writer: Union[FileWriter, DiscardWriter] = DiscardWriter()
+        if job.fd >= 0:
+            os.ftruncate(job.fd, self.total)
+            self.writer = FileWriter(job.fd, job.path, job.direct_io)
         try:
             with ThreadPoolExecutor(threads, thread_name_prefix="download") as pool:
                 futures = [pool.submit(self._work) for _ in range(threads)]
@@ -282,15 +289,34 @@ class RangedDownload:
                 self.hasher.moved.wait(1.0)
         span = self.spans[index]
         span.buffer = self._free.pop() if self._free else new_buffer(self.part_size)
+        if self.ledger is not None:
+            self._restore(index, span)
         return span
+
+    def _restore(self, index: int, span: Span) -> None:
+        """Read back (and hash, in order) what an earlier run kept of ``span``, so only the rest is fetched."""
+        assert span.buffer is not None and self.ledger is not None
+        kept = self.ledger.kept(index, span.size)
+        view = memoryview(span.buffer)
+        while span.received < kept:
+            count = os.preadv(self.job.fd, [view[span.received : kept]], span.start + span.received)
+            if not count:
+                raise OSError(errno.EIO, f"{self.job.path} ends before byte {span.start + kept}")
+            span.received += count
+        span.written = span.received
+        self.job.progress.advance(self.job.name, span.received)
+        self.hasher.offer()
 
     def _fetch(self, span: Span) -> None:
         """Fetch ``span``, resuming from its first missing byte after a failure."""
         response = None
         if span.start == 0:
             response, self._first = self._first, None
+            if response is not None and span.received:
+                response.close()  # the first answer starts at byte 0, which the file already holds
+                response = None
         attempt = 1
-        while True:
+        while span.received < span.size:
             self.attempts.check_cancel()
             try:
                 if response is None:
@@ -340,3 +366,5 @@ class RangedDownload:
         if end > span.written:
             self.writer.write(view[span.written : end], span.start + span.written)
             span.written = end
+            if self.ledger is not None:
+                self.ledger.record(span.start // self.part_size, end)

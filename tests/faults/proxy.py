@@ -191,6 +191,7 @@ class Exchange:
     status: int = 0  # 0: the client got no answer (dropped, hung, cut or killed)
     fault: str = ""  # the fault's action, '' when forwarded unchanged
     body_bytes: int = 0  # request payload bytes relayed to the server so far (chunk framing not counted)
+    answer_bytes: int = 0  # body bytes of the answer relayed to the client (what the server served)
     #: The request's headers as the client sent them.
     headers: Dict[str, str] = field(default_factory=dict)
     ended: float = 0.0
@@ -414,6 +415,7 @@ class _Handler(BaseHTTPRequestHandler):
         out.append("\r\n")
         # Recorded before the answer goes out: a client holding the answer must find it counted.
         exchange.status = status
+        exchange.answer_bytes = len(body) if self.command != "HEAD" else 0
         try:
             self.wfile.write("".join(out).encode("latin-1"))
             if self.command != "HEAD":

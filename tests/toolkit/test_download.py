@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from ims_python_helper.pod.download import ChecksumMismatch, DownloadError, DownloadOptions, download_file
+from ims_python_helper.pod.download import ChecksumMismatch, Downloader, DownloadError, DownloadOptions, download_file
+from ims_python_helper.pod.resume import SpanLedger
 from tests.toolkit.rangeserver import RangeServer
 
 PART = 256 * 1024
@@ -133,3 +134,38 @@ def test_a_file_system_refusing_direct_writes_gets_the_bytes_through_the_page_ca
     assert result.md5 == hashlib.md5(blob).hexdigest()
     assert len(refusals) == 1  # O_DIRECT was tried, and after its refusal not again
     assert writers[0][0].direct_fd is None
+
+
+def test_digest_hashes_every_byte_and_writes_nothing(tmp_path, blob, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with RangeServer(blob) as server:
+        options = DownloadOptions(part_size=PART, concurrency=4)
+        result = Downloader(server.url, "", options, name="rootfs").digest()
+    assert result.md5 == hashlib.md5(blob).hexdigest() and result.size == len(blob) and result.path == ""
+    assert server.bytes_sent == len(blob)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_into_reads_back_what_the_ledger_kept_and_asks_only_for_the_rest(tmp_path, blob):
+    path = tmp_path / "rootfs.part"
+    kept = [PART, 0, PART // 2, 0, 0, PART, 0, 0, 0, 0, 0]  # whole, none, the first half (4 KiB aligned), ...
+    with open(path, "wb") as handle:
+        handle.truncate(len(blob))
+        for index, count in enumerate(kept):
+            handle.seek(index * PART)
+            handle.write(blob[index * PART : index * PART + count])
+    recorded = {}
+    ledger = SpanLedger(list(kept), lambda index, written: recorded.__setitem__(index, written))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with RangeServer(blob) as server:
+            options = DownloadOptions(part_size=PART, concurrency=3)
+            result = Downloader(server.url, path, options).fetch_into(fd, ledger)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == blob
+    assert result.md5 == hashlib.md5(blob).hexdigest()
+    # The first request only learns the size (byte 0 is on disk); every kept byte stays unasked.
+    assert server.bytes_sent == 1 + len(blob) - sum(kept)
+    assert (2 * PART + PART // 2, 3 * PART - 1, PART - PART // 2) in server.served
+    assert recorded[1] == PART and recorded[10] == len(blob) - 10 * PART and 0 not in recorded

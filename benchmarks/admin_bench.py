@@ -1,0 +1,178 @@
+"""Admin benchmark: export and verify one image ours vs naive, on the local stack (Ceph RGW by default).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/admin_bench.py                  # 1 GiB rootfs, 2 rounds
+    PYTHONPATH=. .venv/bin/python benchmarks/admin_bench.py --mib 64 --rounds 1 --s3 moto
+
+Publishes one image (a rootfs of ``--mib`` MiB of incompressible bytes, a 4 MiB
+kernel, a 16 MiB initrd) with the client, then in rounds that alternate the
+order of the methods:
+
+1. ``export-ours``: ``image export IMAGE_ID DIR`` (ranged parallel download into
+   ``NAME.part``, md5 from the network bytes, renamed when it matches);
+2. ``export-naive``: boto3 ``download_file`` of each artifact the manifest
+   lists, then an md5 pass over each file;
+3. ``verify-ours``: ``image verify IMAGE_ID`` (ranged parallel reads into the
+   md5 alone, nothing written);
+4. ``verify-naive``: boto3 ``download_file`` of each artifact to a temporary
+   file, an md5 pass, the file removed.
+
+Each method runs as a child process, measured as ``publish_bench.measure``
+does: wall and CPU seconds, ``rchar`` and ``read_bytes`` (bytes from the
+block device) per artifact byte, and peak RSS. Caches are not dropped between
+runs: a naive md5 pass right after its download is read from the page cache
+(``rchar``), ours reads nothing back (its writes bypass the page cache with
+O_DIRECT where the file system allows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from publish_bench import MIB, measure, write_artifact  # noqa: E402
+
+from ims_python_helper.local.stack import LocalStack  # noqa: E402
+
+METHODS = ("export-ours", "export-naive", "verify-ours", "verify-naive")
+
+
+# -- the naive children -------------------------------------------------------------------
+
+
+def _md5_file(path: str) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(MIB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def naive_child(method: str, manifest_path: str, out_dir: str) -> int:
+    """Download every artifact of the manifest with boto3, then md5 each file (export keeps them, verify not)."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=os.environ["S3_ENDPOINT"],
+        aws_access_key_id=os.environ["S3_ACCESS_KEY"],
+        aws_secret_access_key=os.environ["S3_SECRET_KEY"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, response_checksum_validation="when_required"),
+    )
+    bucket, _, key = manifest_path[len("s3://") :].partition("/")
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    os.makedirs(out_dir, exist_ok=True)
+    bad = 0
+    for entry in manifest["artifacts"]:
+        a_bucket, _, a_key = entry["link"]["path"][len("s3://") :].partition("/")
+        target = os.path.join(out_dir, a_key.rpartition("/")[2])
+        client.download_file(a_bucket, a_key, target)
+        bad += _md5_file(target) != entry["md5"]
+        if method == "verify-naive":
+            os.unlink(target)
+    return 3 if bad else 0
+
+
+# -- the parent ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=1024, help="rootfs size in MiB (default 1024)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of all four methods (default 2)")
+    parser.add_argument("--s3", default="auto", choices=("auto", "ceph", "moto"))
+    parser.add_argument("--json", type=Path, help="also write the samples here")
+    parser.add_argument("--child", nargs=3, metavar="ARG", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def publish_image(stack: LocalStack, work: Path, env: Dict[str, str], rootfs_mib: int) -> Dict[str, Any]:
+    """Publish the benchmark's image with the client; returns its record."""
+    files = {"rootfs": rootfs_mib * MIB, "kernel": 4 * MIB, "initrd": 16 * MIB}
+    flags: List[str] = []
+    for seed, (name, size) in enumerate(files.items(), start=1):
+        write_artifact(work / name, size, seed=seed)
+        flags += [f"--{name}", str(work / name)]
+    argv = [sys.executable, "-m", "ims_python_helper", "image", "upload_artifacts", "admin-bench", *flags]
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in files:
+        (work / name).unlink()
+    record: Dict[str, Any] = json.loads(done.stdout)["ims_image_record"]
+    return record
+
+
+def method_argv(method: str, record: Dict[str, Any], out: Path) -> List[str]:
+    if method == "export-ours":
+        return [sys.executable, "-m", "ims_python_helper", "image", "export", record["id"], str(out)]
+    if method == "verify-ours":
+        return [sys.executable, "-m", "ims_python_helper", "image", "verify", record["id"]]
+    return [sys.executable, str(Path(__file__).resolve()), "--child", method, record["link"]["path"], str(out)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return naive_child(*args.child)
+    with tempfile.TemporaryDirectory(prefix="admin-bench-", dir=os.environ.get("BENCH_DIR")) as work_dir:
+        work = Path(work_dir)
+        with LocalStack(data_dir=work / "stack", s3=args.s3) as stack:
+            assert stack.s3 is not None
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "IMS_PROGRESS": "none", **stack.env(), "IMS_JOB_ID": ""}
+            record = publish_image(stack, work, env, args.mib)
+            size = (args.mib + 20) * MIB
+            samples: Dict[str, List[Any]] = {m: [] for m in METHODS}
+            for round_no in range(args.rounds):
+                order = METHODS if round_no % 2 == 0 else tuple(reversed(METHODS))
+                for method in order:
+                    out = work / f"out-{method}"
+                    sample = measure(method_argv(method, record, out), env, work / f"{method}.log", 0.0)
+                    shutil.rmtree(out, ignore_errors=True)
+                    samples[method].append(sample)
+                    print(
+                        f"round {round_no + 1} {method:12s} exit {sample.exit_code} wall {sample.wall_s:6.2f} s "
+                        f"cpu {sample.cpu_s:6.2f} s rchar/B {sample.rchar / size:.3f} "
+                        f"read_bytes/B {sample.read_bytes / size:.3f} peak RSS {sample.max_rss_mb:6.1f} MB "
+                        f"load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
+                    time.sleep(1)  # let the server settle between runs
+            engine = stack.s3.name
+    print(f"\nimage of {args.mib} MiB rootfs + 20 MiB on {engine}, medians of {args.rounds} rounds:")
+    print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method in METHODS:
+        good = [s for s in samples[method] if s.exit_code == 0] or samples[method]
+        print(
+            f"| {method} | {statistics.median(s.wall_s for s in good):.2f} "
+            f"| {statistics.median(s.cpu_s for s in good):.2f} "
+            f"| {statistics.median(s.rchar for s in good) / size:.3f} "
+            f"| {statistics.median(s.read_bytes for s in good) / size:.3f} "
+            f"| {statistics.median(s.max_rss_mb for s in good):.0f} |"
+        )
+    for task in ("export", "verify"):
+        ours = statistics.median(s.wall_s for s in samples[f"{task}-ours"])
+        naive = statistics.median(s.wall_s for s in samples[f"{task}-naive"])
+        print(f"{task} ours/naive wall: {ours / naive:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({m: [vars(s) for s in v] for m, v in samples.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

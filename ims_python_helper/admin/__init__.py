@@ -1,0 +1,1 @@
+"""Administrators' image tasks on the engines: verify an image in place, export it to a bundle, import a bundle."""
