@@ -35,7 +35,9 @@ nox.options.sessions = ["clients", "full"]
 #: (tests/local: server code, not the client), the hypothesis property runs and
 #: the command-line usage table (tests/test_properties.py, tests/test_bad_input.py:
 #: argument parsing, the same on every library version), the README checks
-#: (tests/test_docs.py), and the long multi-process scenarios whose time goes into
+#: (tests/test_docs.py), the pip install under the platform's constraint
+#: (tests/test_packaging.py: packaging, not the libraries; it needs pip, which the
+#: cells' uv virtualenvs lack), and the long multi-process scenarios whose time goes into
 #: waiting out held answers, outages, kills and overlapping runs (crash re-runs,
 #: slow and restarting servers, overlapping runs, the seeded catalogue, the whole
 #: local job, the Ceph soak). Tests marked ``wallclock`` (outcome bound to elapsed
@@ -49,6 +51,7 @@ CLIENT_SUITE_IGNORES = (
     "tests/test_properties.py",
     "tests/test_bad_input.py",
     "tests/test_docs.py",
+    "tests/test_packaging.py",
     "tests/test_crash_rerun.py",
     "tests/test_slow_servers.py",
     "tests/test_restarts_and_signals.py",
