@@ -4,8 +4,10 @@
 (``SPEC_FILE``), the CA (``CA_FILE``) and the output (``RPM_PATH``) are module
 constants (tests point them elsewhere). The CA goes into a source archive
 ``cray_ca_cert-1.0.1.tar.gz`` holding ``cray_ca_cert-1.0.1/etc/cray/ca/certificate_authority.crt``
-(the spec's ``Source0``); ``rpmbuild -bb`` runs in a temporary top directory and
-the RPM is moved into place only when it was built.
+(the spec's ``Source0``); ``rpmbuild -bb --target noarch`` runs in a temporary
+top directory and the RPM is moved into place only when it was built. The
+mounted spec has no ``BuildArch``, and without ``--target`` rpmbuild stamps the
+build host's arch into the header: an image of the other arch would refuse it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ def build_ca_rpm() -> str:
         command = [
             "rpmbuild",
             "-bb",
+            # A CA file fits every arch; the header must say so whatever the pod's host is.
+            "--target",
+            RPM_ARCH,
             "--define",
             f"_topdir {top}",
             "--define",
@@ -89,11 +94,11 @@ def build_ca_rpm() -> str:
             lines = [line for line in done.stderr.splitlines() if line.strip()] or done.stdout.splitlines()
             reason = lines[-1] if lines else f"exit status {done.returncode}"
             raise RpmBuildError(f"rpmbuild of {SPEC_FILE} failed: {reason}")
-        built = glob.glob(os.path.join(top, "RPMS", "*", f"{RPM_NAME}-{RPM_VERSION}-*.rpm"))
+        built = glob.glob(os.path.join(top, "RPMS", RPM_ARCH, f"{RPM_NAME}-{RPM_VERSION}-*.rpm"))
         if len(built) != 1:
             raise RpmBuildError(
-                f"rpmbuild of {SPEC_FILE} made {len(built)} {RPM_NAME}-{RPM_VERSION} packages, expected one; "
-                f"check the spec's Name and Version"
+                f"rpmbuild of {SPEC_FILE} made {len(built)} {RPM_ARCH} {RPM_NAME}-{RPM_VERSION} packages, "
+                f"expected one; check the spec's Name, Version and BuildArch"
             )
         staged = target + ".tmp"
         shutil.copyfile(built[0], staged)
