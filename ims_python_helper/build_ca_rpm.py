@@ -54,6 +54,24 @@ def _source_archive(sources: str) -> str:
     return path
 
 
+def _rpmbuild_command(top: str) -> list[str]:
+    """rpmbuild of ``SPEC_FILE`` in the top directory ``top``, for every arch."""
+    return [
+        "rpmbuild",
+        "-bb",
+        # A CA file fits every arch; the header must say so whatever the pod's host is.
+        "--target",
+        RPM_ARCH,
+        "--define",
+        f"_topdir {top}",
+        "--define",
+        f"_tmppath {os.path.join(top, 'tmp')}",
+        "--define",
+        f"ca_cert_file {CA_FILE}",
+        SPEC_FILE,
+    ]
+
+
 def build_ca_rpm() -> str:
     """Build ``RPM_DIR/cray_ca_cert-1.0.1-1.noarch.rpm`` from ``SPEC_FILE`` and ``CA_FILE``; returns its path.
 
@@ -74,22 +92,8 @@ def build_ca_rpm() -> str:
             _source_archive(os.path.join(top, "SOURCES"))
         except OSError as err:
             raise InputError(f"cannot read the platform CA {CA_FILE}: {err.strerror}") from None
-        command = [
-            "rpmbuild",
-            "-bb",
-            # A CA file fits every arch; the header must say so whatever the pod's host is.
-            "--target",
-            RPM_ARCH,
-            "--define",
-            f"_topdir {top}",
-            "--define",
-            f"_tmppath {os.path.join(top, 'tmp')}",
-            "--define",
-            f"ca_cert_file {CA_FILE}",
-            SPEC_FILE,
-        ]
         LOGGER.info("building %s with %s", RPM_FILE_NAME, SPEC_FILE)
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = subprocess.run(_rpmbuild_command(top), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()] or done.stdout.splitlines()
             reason = lines[-1] if lines else f"exit status {done.returncode}"
