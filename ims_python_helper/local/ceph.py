@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ims_python_helper.local.ceph_base import (
+    BLUESTORE_ENV,
     FULL_CHECK_RATIO,
     FULL_CHECKS,
     FULL_RATIO,
@@ -54,6 +55,8 @@ from ims_python_helper.local.ceph_base import (
     OSD_ID,
     RGW_NAME,
     STOP_TIMEOUT_S,
+    STORE_ENV,
+    STORES,
     CephError,
     CephFullError,
     Daemon,
@@ -73,7 +76,9 @@ __all__ = [
     "CephError",
     "CephFullError",
     "ceph_available",
+    "bluestore_bytes_for",
     "memstore_bytes_from_env",
+    "store_from_env",
     "DEFAULT_MEMSTORE_BYTES",
     "FULL_CHECK_RATIO",
     "FULL_CHECKS",
@@ -83,6 +88,11 @@ __all__ = [
     "INSTALL_COMMAND",
     "MEMSTORE_ENV",
     "REQUIRED_PROGRAMS",
+    "BLUESTORE_ENV",
+    "BLUESTORE_SHARE",
+    "MIN_BLUESTORE_BYTES",
+    "STORE_ENV",
+    "STORES",
 ]
 
 #: Every program the backend runs; all come from the four packages in ``INSTALL_COMMAND``.
@@ -105,6 +115,13 @@ INSTALL_COMMAND = "apt-get install -y --no-install-recommends ceph-mon ceph-osd 
 #: overwrite, while a runaway test fills the OSD (a clear S3 error) before it
 #: can exhaust a CI machine's memory. Set ``IMS_LOCAL_CEPH_MEMSTORE_MB`` for more.
 DEFAULT_MEMSTORE_BYTES = 2 * 1024**3
+
+#: Share of the data directory's free disk that BlueStore's sparse file is sized to. The file takes
+#: space only as data arrives; sized below the free space, Ceph says full before the disk is, and the
+#: rest of the machine keeps room to work.
+BLUESTORE_SHARE = 0.5
+#: The smallest BlueStore worth starting (its own metadata takes a few hundred MiB).
+MIN_BLUESTORE_BYTES = 2 * 1024**3
 
 #: Bounds on each step; start-up normally takes under 2 s in total.
 START_TIMEOUT_S = 60.0
@@ -132,20 +149,67 @@ def memstore_bytes_from_env(default: int = DEFAULT_MEMSTORE_BYTES) -> int:
     return int(raw) * 1024**2
 
 
-class CephRgw(HealthWatch):
-    """A Ceph monitor, OSD (memstore) and RADOS Gateway on 127.0.0.1, owned by this process.
+def store_from_env(memstore_bytes: Optional[int] = None) -> str:
+    """The object store: memstore when a memstore size is given, else ``IMS_LOCAL_CEPH_STORE``, else bluestore."""
+    if memstore_bytes is not None:
+        return "memstore"
+    raw = os.environ.get(STORE_ENV, "").strip().lower() or STORES[0]
+    if raw not in STORES:
+        raise CephError(f"{STORE_ENV} must be one of {', '.join(STORES)}, not {raw!r}")
+    return raw
 
-    ``data_dir/ceph/`` holds the configuration, keys, daemon data, logs
-    (``log/*.log``) and the daemons' console output (``log/*.out``).
-    ``memstore_bytes`` caps the RAM the object store may fill; ``None`` takes
-    ``IMS_LOCAL_CEPH_MEMSTORE_MB`` or :data:`DEFAULT_MEMSTORE_BYTES`.
+
+def bluestore_bytes_for(directory: Path) -> int:
+    """BlueStore's size: ``IMS_LOCAL_CEPH_BLUESTORE_MB``, else ``BLUESTORE_SHARE`` of the free disk there."""
+    raw = os.environ.get(BLUESTORE_ENV, "").strip()
+    if raw:
+        if not raw.isdecimal() or int(raw) * 1024**2 < MIN_BLUESTORE_BYTES:
+            raise CephError(f"{BLUESTORE_ENV} must be a whole number of MiB, at least 2048, not {raw!r}")
+        return int(raw) * 1024**2
+    free = shutil.disk_usage(directory).free
+    size = int(free * BLUESTORE_SHARE) // 1024**2 * 1024**2
+    if size < MIN_BLUESTORE_BYTES:
+        raise CephError(
+            f"only {free / 1024**3:.1f} GiB free under {directory}: too little for the local Ceph's BlueStore "
+            f"(half the free disk, at least {MIN_BLUESTORE_BYTES // 1024**3} GiB); free some space, or keep the "
+            f"data in RAM with --ceph-store memstore ({STORE_ENV}=memstore)"
+        )
+    return size
+
+
+class CephRgw(HealthWatch):
+    """A Ceph monitor, OSD and RADOS Gateway on 127.0.0.1, owned by this process.
+
+    ``data_dir/ceph/`` holds the configuration, keys, daemon data (BlueStore's
+    sparse file ``osd/ceph-0/block`` included), logs (``log/*.log``) and the
+    daemons' console output (``log/*.out``). ``store`` is the OSD's object
+    store (``STORES``): ``bluestore`` keeps objects on disk, in a sparse file
+    of ``store_bytes`` (``None``: ``IMS_LOCAL_CEPH_BLUESTORE_MB``, else half
+    the free disk); ``memstore`` keeps them in RAM, capped at
+    ``memstore_bytes`` (``None``: ``IMS_LOCAL_CEPH_MEMSTORE_MB`` or
+    :data:`DEFAULT_MEMSTORE_BYTES`). ``store=None`` takes memstore when
+    ``memstore_bytes`` is given, else ``IMS_LOCAL_CEPH_STORE``, else bluestore.
     """
 
     name = "ceph"
 
-    def __init__(self, data_dir: Path, memstore_bytes: Optional[int] = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        memstore_bytes: Optional[int] = None,
+        host: str = "127.0.0.1",
+        store: Optional[str] = None,
+        store_bytes: Optional[int] = None,
+    ) -> None:
         self.root = Path(data_dir) / "ceph"
-        self.memstore_bytes = memstore_bytes if memstore_bytes is not None else memstore_bytes_from_env()
+        self.store = store if store is not None else store_from_env(memstore_bytes)
+        if self.store not in STORES:
+            raise CephError(f"unknown Ceph object store {self.store!r}; choose one of {', '.join(STORES)}")
+        if self.store == "memstore":
+            self.store_bytes = memstore_bytes if memstore_bytes is not None else memstore_bytes_from_env()
+        else:
+            #: 0 until start() sizes it from the free disk.
+            self.store_bytes = store_bytes or 0
         self.host = host
         self.conf = self.root / "ceph.conf"
         self.log_dir = self.root / "log"
@@ -160,6 +224,7 @@ class CephRgw(HealthWatch):
         self._watching = threading.Event()
         self._quit = threading.Event()
         self._watcher: Optional[threading.Thread] = None
+        self._full_answer = None
 
     @property
     def endpoint(self) -> str:
@@ -175,6 +240,15 @@ class CephRgw(HealthWatch):
     def secret_key(self) -> str:
         """Secret key of that user."""
         return self._secret_key
+
+    def describe_store(self) -> str:
+        """One line for ``local up``: the object store, its size and what is free in it now."""
+        usage = self.usage()
+        capacity, used = usage["stat_bytes"], usage["stat_bytes_used"]
+        where = f"a sparse file {self.root / 'osd' / 'ceph-0' / 'block'}" if self.store == "bluestore" else "RAM"
+        return (
+            f"Ceph {self.store} of {capacity / 1024**3:.1f} GiB in {where}, {(capacity - used) / 1024**3:.1f} GiB free"
+        )
 
     # -- start ---------------------------------------------------------------
 
@@ -207,7 +281,9 @@ class CephRgw(HealthWatch):
         self._fsid = str(uuid.uuid4())
         mon_v1, mon_v2, self._rgw_port = free_ports(self.host, 3)
         ports = (mon_v1, mon_v2, self._rgw_port)
-        self.conf.write_text(config_text(self.root, self._fsid, self.host, ports, self.memstore_bytes))
+        if not self.store_bytes:
+            self.store_bytes = bluestore_bytes_for(self.root)
+        self.conf.write_text(config_text(self.root, self._fsid, self.host, ports, self.store, self.store_bytes))
         self._make_keys()
         monmap = self.root / "monmap"
         self._run(
@@ -414,6 +490,7 @@ class CephRgw(HealthWatch):
         watcher, self._watcher = self._watcher, None
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(timeout=COMMAND_TIMEOUT_S)
+        self._stop_full_answer()
         order = {RGW_NAME: 0, f"osd.{OSD_ID}": 1, f"mon.{MON_ID}": 2}
         for daemon in sorted(self._daemons, key=lambda d: order.get(d.name, -1)):
             terminate(daemon.process, STOP_TIMEOUT_S)
