@@ -2,8 +2,8 @@
 
 Production IMS keeps its artifacts in Ceph RGW, so tests and benchmarks that
 want the real server (its ETags, checksum handling and multipart rules) start
-one here: one monitor, one OSD on ``memstore`` (objects live in RAM, nothing
-touches a disk) and one ``radosgw``, each a child process of this one, with
+one here: one monitor, one OSD (BlueStore on a sparse file, or memstore in RAM:
+``ceph_store``) and one ``radosgw``, each a child process of this one, with
 every file under ``data_dir/ceph/``. Nothing reads or writes ``/etc/ceph``.
 
 Debian 12 provides the programs::
@@ -67,6 +67,14 @@ from ims_python_helper.local.ceph_base import (
     terminate,
 )
 from ims_python_helper.local.ceph_health import HealthWatch
+from ims_python_helper.local.ceph_store import (
+    BLUESTORE_SHARE,
+    DEFAULT_MEMSTORE_BYTES,
+    MIN_BLUESTORE_BYTES,
+    bluestore_bytes_for,
+    memstore_bytes_from_env,
+    store_from_env,
+)
 from ims_python_helper.local.errors import undone_on_error
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
 
@@ -109,20 +117,6 @@ REQUIRED_PROGRAMS: Sequence[str] = (
 #: How to get them on Debian 12 (about 64 MB download, 16 s).
 INSTALL_COMMAND = "apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common"
 
-#: Default memstore capacity. Memstore allocates as objects arrive, so the cap
-#: costs nothing until it is used; RAM use is about 1.8 times the data stored.
-#: 2 GiB holds a typical boot image (rootfs, kernel, initrd) with room for one
-#: overwrite, while a runaway test fills the OSD (a clear S3 error) before it
-#: can exhaust a CI machine's memory. Set ``IMS_LOCAL_CEPH_MEMSTORE_MB`` for more.
-DEFAULT_MEMSTORE_BYTES = 2 * 1024**3
-
-#: Share of the data directory's free disk that BlueStore's sparse file is sized to. The file takes
-#: space only as data arrives; sized below the free space, Ceph says full before the disk is, and the
-#: rest of the machine keeps room to work.
-BLUESTORE_SHARE = 0.5
-#: The smallest BlueStore worth starting (its own metadata takes a few hundred MiB).
-MIN_BLUESTORE_BYTES = 2 * 1024**3
-
 #: Bounds on each step; start-up normally takes under 2 s in total.
 START_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 30.0
@@ -138,57 +132,14 @@ def ceph_available() -> bool:
     return all(shutil.which(program) for program in REQUIRED_PROGRAMS)
 
 
-def memstore_bytes_from_env(default: int = DEFAULT_MEMSTORE_BYTES) -> int:
-    """Memstore capacity from ``IMS_LOCAL_CEPH_MEMSTORE_MB``, or ``default`` when it is unset."""
-    raw = os.environ.get(MEMSTORE_ENV, "").strip()
-    if not raw:
-        return default
-    # isdecimal() is exactly what int() reads as a plain number (no sign, no underscores, no spaces).
-    if not raw.isdecimal() or int(raw) < 64:
-        raise CephError(f"{MEMSTORE_ENV} must be a whole number of MiB, at least 64, not {raw!r}")
-    return int(raw) * 1024**2
-
-
-def store_from_env(memstore_bytes: Optional[int] = None) -> str:
-    """The object store: memstore when a memstore size is given, else ``IMS_LOCAL_CEPH_STORE``, else bluestore."""
-    if memstore_bytes is not None:
-        return "memstore"
-    raw = os.environ.get(STORE_ENV, "").strip().lower() or STORES[0]
-    if raw not in STORES:
-        raise CephError(f"{STORE_ENV} must be one of {', '.join(STORES)}, not {raw!r}")
-    return raw
-
-
-def bluestore_bytes_for(directory: Path) -> int:
-    """BlueStore's size: ``IMS_LOCAL_CEPH_BLUESTORE_MB``, else ``BLUESTORE_SHARE`` of the free disk there."""
-    raw = os.environ.get(BLUESTORE_ENV, "").strip()
-    if raw:
-        if not raw.isdecimal() or int(raw) * 1024**2 < MIN_BLUESTORE_BYTES:
-            raise CephError(f"{BLUESTORE_ENV} must be a whole number of MiB, at least 2048, not {raw!r}")
-        return int(raw) * 1024**2
-    free = shutil.disk_usage(directory).free
-    size = int(free * BLUESTORE_SHARE) // 1024**2 * 1024**2
-    if size < MIN_BLUESTORE_BYTES:
-        raise CephError(
-            f"only {free / 1024**3:.1f} GiB free under {directory}: too little for the local Ceph's BlueStore "
-            f"(half the free disk, at least {MIN_BLUESTORE_BYTES // 1024**3} GiB); free some space, or keep the "
-            f"data in RAM with --ceph-store memstore ({STORE_ENV}=memstore)"
-        )
-    return size
-
-
 class CephRgw(HealthWatch):
     """A Ceph monitor, OSD and RADOS Gateway on 127.0.0.1, owned by this process.
 
-    ``data_dir/ceph/`` holds the configuration, keys, daemon data (BlueStore's
-    sparse file ``osd/ceph-0/block`` included), logs (``log/*.log``) and the
-    daemons' console output (``log/*.out``). ``store`` is the OSD's object
-    store (``STORES``): ``bluestore`` keeps objects on disk, in a sparse file
-    of ``store_bytes`` (``None``: ``IMS_LOCAL_CEPH_BLUESTORE_MB``, else half
-    the free disk); ``memstore`` keeps them in RAM, capped at
-    ``memstore_bytes`` (``None``: ``IMS_LOCAL_CEPH_MEMSTORE_MB`` or
-    :data:`DEFAULT_MEMSTORE_BYTES`). ``store=None`` takes memstore when
-    ``memstore_bytes`` is given, else ``IMS_LOCAL_CEPH_STORE``, else bluestore.
+    ``data_dir/ceph/`` holds the configuration, keys, daemon data, logs
+    (``log/*.log``) and the daemons' console output (``log/*.out``). ``store``:
+    ``bluestore`` (a sparse file of ``store_bytes``, default from
+    :func:`bluestore_bytes_for`) or ``memstore`` (RAM, ``memstore_bytes``,
+    default from :func:`memstore_bytes_from_env`); None: :func:`store_from_env`.
     """
 
     name = "ceph"
