@@ -168,7 +168,7 @@ def main() -> None:
     with contextlib.ExitStack() as resources:
         base = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="catalogue-bench-")))
         flags = make_artifacts(base / "artifacts", args.mib)
-        empty = resources.enter_context(LocalStack(data_dir=base / "empty", s3=args.s3))
+        empty = resources.enter_context(LocalStack(data_dir=base / "empty", s3=args.s3, ceph_store="memstore"))
         seeded = resources.enter_context(LocalStack(data_dir=base / "seeded", s3_backend=empty.s3))
         assert empty.ims is not None and seeded.ims is not None
         seeded.ims.seed_images(args.records)

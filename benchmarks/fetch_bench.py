@@ -112,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return child(*args.child)
     with tempfile.TemporaryDirectory(prefix="fetch-bench-") as work_dir:
         work = Path(work_dir)
-        with LocalStack(data_dir=work / "stack", s3=args.s3) as stack:
+        with LocalStack(data_dir=work / "stack", s3=args.s3, ceph_store="memstore") as stack:
             assert stack.s3 is not None
             if args.pin:
                 server_cpu, _, client_cpu = args.pin.partition(":")

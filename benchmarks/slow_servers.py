@@ -108,7 +108,9 @@ CASES: Dict[str, Callable[..., Dict[str, Any]]] = {"outage": case_outage, "held"
 def measure(engine: str, name: str, size: int, directory: Path) -> Dict[str, Any]:
     """One case on a fresh stack (tokens living 1 s for ``held``); checks the published image on success."""
     lifetime = 1 if name == "held" else 300
-    with LocalStack(data_dir=directory / f"stack-{name}", s3=engine, token_lifetime=lifetime) as stack:
+    with LocalStack(
+        data_dir=directory / f"stack-{name}", s3=engine, token_lifetime=lifetime, ceph_store="memstore"
+    ) as stack:
         artifacts = make_artifacts(directory / f"artifacts-{name}", rootfs_size=MIB, seed=len(name))
         with open(artifacts.paths["rootfs"], "wb") as rootfs:  # random.randbytes cannot make 1 GiB at once
             for _ in range(size // (64 * MIB)):

@@ -10,7 +10,10 @@ helper = ImsHelper(ims_url=..., session=session, s3_endpoint=..., s3_access_key=
 result = helper.image_upload_artifacts("my-image", job_id, rootfs=["rootfs.sqsh"], kernel=["vmlinuz"])
 """
 
-__version__ = "1.0.0"
+#: The one source of the version (setup.py reads it; ``--version`` prints it). 3.3 is the API of the
+#: earlier client this package replaces (the job pods install it under ``ims-python-helper>=3.3,<3.4``);
+#: the third number counts this package's releases from 100, above the earlier client's 3.3.x.
+__version__ = "3.3.100"
 
 import logging
 from typing import TYPE_CHECKING, Any

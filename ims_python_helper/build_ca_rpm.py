@@ -4,8 +4,10 @@
 (``SPEC_FILE``), the CA (``CA_FILE``) and the output (``RPM_PATH``) are module
 constants (tests point them elsewhere). The CA goes into a source archive
 ``cray_ca_cert-1.0.1.tar.gz`` holding ``cray_ca_cert-1.0.1/etc/cray/ca/certificate_authority.crt``
-(the spec's ``Source0``); ``rpmbuild -bb`` runs in a temporary top directory and
-the RPM is moved into place only when it was built.
+(the spec's ``Source0``); ``rpmbuild -bb --target noarch`` runs in a temporary
+top directory and the RPM is moved into place only when it was built. The
+mounted spec has no ``BuildArch``, and without ``--target`` rpmbuild stamps the
+build host's arch into the header: an image of the other arch would refuse it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,24 @@ def _source_archive(sources: str) -> str:
     return path
 
 
+def _rpmbuild_command(top: str) -> list[str]:
+    """rpmbuild of ``SPEC_FILE`` in the top directory ``top``, for every arch."""
+    return [
+        "rpmbuild",
+        "-bb",
+        # A CA file fits every arch; the header must say so whatever the pod's host is.
+        "--target",
+        RPM_ARCH,
+        "--define",
+        f"_topdir {top}",
+        "--define",
+        f"_tmppath {os.path.join(top, 'tmp')}",
+        "--define",
+        f"ca_cert_file {CA_FILE}",
+        SPEC_FILE,
+    ]
+
+
 def build_ca_rpm() -> str:
     """Build ``RPM_DIR/cray_ca_cert-1.0.1-1.noarch.rpm`` from ``SPEC_FILE`` and ``CA_FILE``; returns its path.
 
@@ -72,28 +92,17 @@ def build_ca_rpm() -> str:
             _source_archive(os.path.join(top, "SOURCES"))
         except OSError as err:
             raise InputError(f"cannot read the platform CA {CA_FILE}: {err.strerror}") from None
-        command = [
-            "rpmbuild",
-            "-bb",
-            "--define",
-            f"_topdir {top}",
-            "--define",
-            f"_tmppath {os.path.join(top, 'tmp')}",
-            "--define",
-            f"ca_cert_file {CA_FILE}",
-            SPEC_FILE,
-        ]
         LOGGER.info("building %s with %s", RPM_FILE_NAME, SPEC_FILE)
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = subprocess.run(_rpmbuild_command(top), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()] or done.stdout.splitlines()
             reason = lines[-1] if lines else f"exit status {done.returncode}"
             raise RpmBuildError(f"rpmbuild of {SPEC_FILE} failed: {reason}")
-        built = glob.glob(os.path.join(top, "RPMS", "*", f"{RPM_NAME}-{RPM_VERSION}-*.rpm"))
+        built = glob.glob(os.path.join(top, "RPMS", RPM_ARCH, f"{RPM_NAME}-{RPM_VERSION}-*.rpm"))
         if len(built) != 1:
             raise RpmBuildError(
-                f"rpmbuild of {SPEC_FILE} made {len(built)} {RPM_NAME}-{RPM_VERSION} packages, expected one; "
-                f"check the spec's Name and Version"
+                f"rpmbuild of {SPEC_FILE} made {len(built)} {RPM_ARCH} {RPM_NAME}-{RPM_VERSION} packages, "
+                f"expected one; check the spec's Name, Version and BuildArch"
             )
         staged = target + ".tmp"
         shutil.copyfile(built[0], staged)

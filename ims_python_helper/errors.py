@@ -86,7 +86,8 @@ class ImsApiError(ImsHelperError, requests.exceptions.HTTPError):
         self.path = path
         self.status = status
         self.detail = detail
-        super().__init__(f"IMS {method} {path} failed with HTTP {status}: {detail}", response=response)
+        # The ignore is for types-requests before 2.32 (the newest on Python 3.9), where response is required.
+        super().__init__(f"IMS {method} {path} failed with HTTP {status}: {detail}", response=response)  # type: ignore[arg-type]
 
     def __reduce__(self) -> Any:
         # OSError would rebuild from the message alone; the answer travels without its request (hooks, session).

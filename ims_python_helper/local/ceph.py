@@ -2,8 +2,8 @@
 
 Production IMS keeps its artifacts in Ceph RGW, so tests and benchmarks that
 want the real server (its ETags, checksum handling and multipart rules) start
-one here: one monitor, one OSD on ``memstore`` (objects live in RAM, nothing
-touches a disk) and one ``radosgw``, each a child process of this one, with
+one here: one monitor, one OSD (BlueStore on a sparse file, or memstore in RAM:
+``ceph_store``) and one ``radosgw``, each a child process of this one, with
 every file under ``data_dir/ceph/``. Nothing reads or writes ``/etc/ceph``.
 
 Debian 12 provides the programs::
@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ims_python_helper.local.ceph_base import (
+    BLUESTORE_ENV,
     FULL_CHECK_RATIO,
     FULL_CHECKS,
     FULL_RATIO,
@@ -54,6 +55,8 @@ from ims_python_helper.local.ceph_base import (
     OSD_ID,
     RGW_NAME,
     STOP_TIMEOUT_S,
+    STORE_ENV,
+    STORES,
     CephError,
     CephFullError,
     Daemon,
@@ -64,6 +67,14 @@ from ims_python_helper.local.ceph_base import (
     terminate,
 )
 from ims_python_helper.local.ceph_health import HealthWatch
+from ims_python_helper.local.ceph_store import (
+    BLUESTORE_SHARE,
+    DEFAULT_MEMSTORE_BYTES,
+    MIN_BLUESTORE_BYTES,
+    bluestore_bytes_for,
+    memstore_bytes_from_env,
+    store_from_env,
+)
 from ims_python_helper.local.errors import undone_on_error
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
 
@@ -73,7 +84,9 @@ __all__ = [
     "CephError",
     "CephFullError",
     "ceph_available",
+    "bluestore_bytes_for",
     "memstore_bytes_from_env",
+    "store_from_env",
     "DEFAULT_MEMSTORE_BYTES",
     "FULL_CHECK_RATIO",
     "FULL_CHECKS",
@@ -83,6 +96,11 @@ __all__ = [
     "INSTALL_COMMAND",
     "MEMSTORE_ENV",
     "REQUIRED_PROGRAMS",
+    "BLUESTORE_ENV",
+    "BLUESTORE_SHARE",
+    "MIN_BLUESTORE_BYTES",
+    "STORE_ENV",
+    "STORES",
 ]
 
 #: Every program the backend runs; all come from the four packages in ``INSTALL_COMMAND``.
@@ -99,13 +117,6 @@ REQUIRED_PROGRAMS: Sequence[str] = (
 #: How to get them on Debian 12 (about 64 MB download, 16 s).
 INSTALL_COMMAND = "apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common"
 
-#: Default memstore capacity. Memstore allocates as objects arrive, so the cap
-#: costs nothing until it is used; RAM use is about 1.8 times the data stored.
-#: 2 GiB holds a typical boot image (rootfs, kernel, initrd) with room for one
-#: overwrite, while a runaway test fills the OSD (a clear S3 error) before it
-#: can exhaust a CI machine's memory. Set ``IMS_LOCAL_CEPH_MEMSTORE_MB`` for more.
-DEFAULT_MEMSTORE_BYTES = 2 * 1024**3
-
 #: Bounds on each step; start-up normally takes under 2 s in total.
 START_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 30.0
@@ -121,31 +132,35 @@ def ceph_available() -> bool:
     return all(shutil.which(program) for program in REQUIRED_PROGRAMS)
 
 
-def memstore_bytes_from_env(default: int = DEFAULT_MEMSTORE_BYTES) -> int:
-    """Memstore capacity from ``IMS_LOCAL_CEPH_MEMSTORE_MB``, or ``default`` when it is unset."""
-    raw = os.environ.get(MEMSTORE_ENV, "").strip()
-    if not raw:
-        return default
-    # isdecimal() is exactly what int() reads as a plain number (no sign, no underscores, no spaces).
-    if not raw.isdecimal() or int(raw) < 64:
-        raise CephError(f"{MEMSTORE_ENV} must be a whole number of MiB, at least 64, not {raw!r}")
-    return int(raw) * 1024**2
-
-
 class CephRgw(HealthWatch):
-    """A Ceph monitor, OSD (memstore) and RADOS Gateway on 127.0.0.1, owned by this process.
+    """A Ceph monitor, OSD and RADOS Gateway on 127.0.0.1, owned by this process.
 
     ``data_dir/ceph/`` holds the configuration, keys, daemon data, logs
-    (``log/*.log``) and the daemons' console output (``log/*.out``).
-    ``memstore_bytes`` caps the RAM the object store may fill; ``None`` takes
-    ``IMS_LOCAL_CEPH_MEMSTORE_MB`` or :data:`DEFAULT_MEMSTORE_BYTES`.
+    (``log/*.log``) and the daemons' console output (``log/*.out``). ``store``:
+    ``bluestore`` (a sparse file of ``store_bytes``, default from
+    :func:`bluestore_bytes_for`) or ``memstore`` (RAM, ``memstore_bytes``,
+    default from :func:`memstore_bytes_from_env`); None: :func:`store_from_env`.
     """
 
     name = "ceph"
 
-    def __init__(self, data_dir: Path, memstore_bytes: Optional[int] = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        memstore_bytes: Optional[int] = None,
+        host: str = "127.0.0.1",
+        store: Optional[str] = None,
+        store_bytes: Optional[int] = None,
+    ) -> None:
         self.root = Path(data_dir) / "ceph"
-        self.memstore_bytes = memstore_bytes if memstore_bytes is not None else memstore_bytes_from_env()
+        self.store = store if store is not None else store_from_env(memstore_bytes)
+        if self.store not in STORES:
+            raise CephError(f"unknown Ceph object store {self.store!r}; choose one of {', '.join(STORES)}")
+        if self.store == "memstore":
+            self.store_bytes = memstore_bytes if memstore_bytes is not None else memstore_bytes_from_env()
+        else:
+            #: 0 until start() sizes it from the free disk.
+            self.store_bytes = store_bytes or 0
         self.host = host
         self.conf = self.root / "ceph.conf"
         self.log_dir = self.root / "log"
@@ -160,6 +175,7 @@ class CephRgw(HealthWatch):
         self._watching = threading.Event()
         self._quit = threading.Event()
         self._watcher: Optional[threading.Thread] = None
+        self._full_answer = None
 
     @property
     def endpoint(self) -> str:
@@ -175,6 +191,15 @@ class CephRgw(HealthWatch):
     def secret_key(self) -> str:
         """Secret key of that user."""
         return self._secret_key
+
+    def describe_store(self) -> str:
+        """One line for ``local up``: the object store, its size and what is free in it now."""
+        usage = self.usage()
+        capacity, used = usage["stat_bytes"], usage["stat_bytes_used"]
+        where = f"a sparse file {self.root / 'osd' / 'ceph-0' / 'block'}" if self.store == "bluestore" else "RAM"
+        return (
+            f"Ceph {self.store} of {capacity / 1024**3:.1f} GiB in {where}, {(capacity - used) / 1024**3:.1f} GiB free"
+        )
 
     # -- start ---------------------------------------------------------------
 
@@ -207,7 +232,9 @@ class CephRgw(HealthWatch):
         self._fsid = str(uuid.uuid4())
         mon_v1, mon_v2, self._rgw_port = free_ports(self.host, 3)
         ports = (mon_v1, mon_v2, self._rgw_port)
-        self.conf.write_text(config_text(self.root, self._fsid, self.host, ports, self.memstore_bytes))
+        if not self.store_bytes:
+            self.store_bytes = bluestore_bytes_for(self.root)
+        self.conf.write_text(config_text(self.root, self._fsid, self.host, ports, self.store, self.store_bytes))
         self._make_keys()
         monmap = self.root / "monmap"
         self._run(
@@ -414,6 +441,7 @@ class CephRgw(HealthWatch):
         watcher, self._watcher = self._watcher, None
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(timeout=COMMAND_TIMEOUT_S)
+        self._stop_full_answer()
         order = {RGW_NAME: 0, f"osd.{OSD_ID}": 1, f"mon.{MON_ID}": 2}
         for daemon in sorted(self._daemons, key=lambda d: order.get(d.name, -1)):
             terminate(daemon.process, STOP_TIMEOUT_S)

@@ -18,6 +18,13 @@ from ims_python_helper.local.errors import LocalStackError
 
 #: Environment variable that sizes the in-RAM object store, in MiB, when the caller gives no size.
 MEMSTORE_ENV = "IMS_LOCAL_CEPH_MEMSTORE_MB"
+#: Environment variable choosing the OSD's object store when the caller does not: one of ``STORES``.
+STORE_ENV = "IMS_LOCAL_CEPH_STORE"
+#: The object stores: BlueStore keeps objects on disk in one sparse file (the default, as Ceph's own
+#: development clusters do); memstore keeps them in RAM (fast, small: the tests' choice).
+STORES = ("bluestore", "memstore")
+#: Environment variable that sizes BlueStore's sparse file, in MiB, instead of the share of the free disk.
+BLUESTORE_ENV = "IMS_LOCAL_CEPH_BLUESTORE_MB"
 
 STOP_TIMEOUT_S = 10.0
 #: How often the watcher reads the OSD's usage (one admin-socket round trip, no process).
@@ -59,7 +66,30 @@ class Daemon:
         return self.process.poll() is not None
 
 
-def config_text(root: Path, fsid: str, host: str, ports: Tuple[int, int, int], memstore_bytes: int) -> str:
+def store_text(store: str, size: int) -> str:
+    """The ``ceph.conf`` lines of the OSD's object store (``STORES``) of ``size`` bytes."""
+    if store == "memstore":
+        return f"""\
+# Objects live in RAM; the cap keeps a runaway test from exhausting memory.
+osd objectstore = memstore
+memstore device bytes = {size}
+"""
+    return f"""\
+# Objects live on disk, in one sparse file ($osd_data/block) made by --mkfs: it takes disk space
+# only as data arrives, and Ceph counts the OSD full against its size.
+osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = {size}
+bluestore fsck on mkfs = false
+bluestore fsck on mount = false
+# A developer's machine: a small cache instead of the 4 GiB an OSD takes on a storage server.
+osd memory target = 939524096
+bluestore cache autotune = false
+bluestore cache size = 134217728
+"""
+
+
+def config_text(root: Path, fsid: str, host: str, ports: Tuple[int, int, int], store: str, size: int) -> str:
     """The ``ceph.conf`` of one throw-away cluster: every path under ``root``; ports (mon v1, mon v2, rgw)."""
     mon_v1, mon_v2, rgw_port = ports
     return f"""\
@@ -84,10 +114,7 @@ err to stderr = true
 crash dir = {root}/crash
 mon data = {root}/mon/$cluster-$id
 osd data = {root}/osd/$cluster-$id
-# Objects live in RAM; the cap keeps a runaway test from exhausting memory.
-osd objectstore = memstore
-memstore device bytes = {memstore_bytes}
-# One OSD: replicate once, and place replicas per OSD rather than per host
+{store_text(store, size)}# One OSD: replicate once, and place replicas per OSD rather than per host
 # (the crush rule is made with the monitor, so this must be here from the start).
 osd pool default size = 1
 osd pool default min size = 1

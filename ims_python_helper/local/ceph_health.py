@@ -4,17 +4,22 @@ A full Ceph cluster does not refuse writes: it blocks them, and every S3
 request hangs. The watcher reads the OSD's usage from its admin socket every
 ``HEALTH_POLL_S``; near full it asks the monitor, and once the cluster is full
 it stops the gateway (so S3 requests fail at once instead of hanging) and
-records the problem for ``local up`` and the tests to report.
+records the problem for ``local up`` and the tests to report. The gateway's
+port then answers every request with HTTP 507 and an S3 error whose message
+is that problem, so a client says the cluster is full, not that it cannot
+connect.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from xml.sax.saxutils import escape
 
 from ims_python_helper.local import ceph_base as base
 from ims_python_helper.local.ceph_base import Daemon, admin_socket
@@ -22,12 +27,59 @@ from ims_python_helper.local.ceph_base import Daemon, admin_socket
 LOGGER = logging.getLogger("ims_python_helper.local.ceph")
 
 
+class _FullAnswer(http.server.BaseHTTPRequestHandler):
+    """Every request: 507 with an S3 error naming the full cluster (``server.problem``)."""
+
+    server: FullAnswerServer
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        # With Expect: 100-continue the client waits for this answer before sending the body.
+        if length and "100-continue" not in self.headers.get("Expect", "").lower():
+            while length > 0:
+                chunk = self.rfile.read(min(length, 1024 * 1024))
+                if not chunk:
+                    break
+                length -= len(chunk)
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InsufficientStorage</Code>'
+            f"<Message>{escape(self.server.problem)}</Message></Error>"
+        ).encode()
+        self.send_response(507)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.close_connection = True
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class FullAnswerServer(http.server.ThreadingHTTPServer):
+    """Serves :class:`_FullAnswer` on the stopped gateway's address."""
+
+    daemon_threads = True
+
+    def __init__(self, address: Any, problem: str) -> None:
+        self.problem = problem
+        super().__init__(address, _FullAnswer)
+
+
 class HealthWatch:
     """The health methods of ``CephRgw`` (a mixin: the daemons and the commands that reach them are the subclass's)."""
 
     root: Path
     log_dir: Path
-    memstore_bytes: int
+    host: str
+    _rgw_port: int
+    _full_answer: Optional[FullAnswerServer]
+    store: str
+    store_bytes: int
     problem: Optional[str]
     _daemons: List[Daemon]
     _quit: threading.Event
@@ -66,10 +118,14 @@ class HealthWatch:
         return self._full_message(full, [d for d in details if d])
 
     def _full_message(self, checks: List[str], details: List[str]) -> str:
+        if self.store == "memstore":
+            more = f"a larger --memstore-mb or {base.MEMSTORE_ENV}, or --ceph-store bluestore"
+        else:
+            more = f"more free disk or a larger {base.BLUESTORE_ENV}"
         return (
             f"Ceph cluster is full ({', '.join(checks)}): {'; '.join(details)}; "
-            f"its {self.memstore_bytes // 1024**2} MiB memstore holds no more, so its gateway was stopped "
-            f"(start the stack again, with a larger --memstore-mb or {base.MEMSTORE_ENV}; logs in {self.log_dir})"
+            f"its {self.store_bytes // 1024**2} MiB {self.store} holds no more, so its gateway was stopped "
+            f"(start the stack again, with {more}; logs in {self.log_dir})"
         )
 
     def check_health(self) -> None:
@@ -106,6 +162,7 @@ class HealthWatch:
                 problem = None  # a daemon is stopping or busy; the next round asks again
             if problem and self._watching.is_set():
                 self._stop_gateway()  # first: whoever reads ``problem`` finds the gateway gone
+                self._answer_full(problem)
                 self.problem = problem
                 LOGGER.error("%s", problem)
                 return
@@ -117,3 +174,19 @@ class HealthWatch:
             if daemon.name == base.RGW_NAME and not daemon.exited():
                 daemon.process.kill()
                 daemon.process.wait(timeout=base.STOP_TIMEOUT_S)
+
+    def _answer_full(self, problem: str) -> None:
+        """Answer on the gateway's port that the cluster is full, until stop() (best effort: the port may be taken)."""
+        try:
+            server = FullAnswerServer((self.host, self._rgw_port), problem)
+        except OSError as err:
+            LOGGER.warning("cannot answer on the gateway's port %s that the cluster is full: %s", self._rgw_port, err)
+            return
+        self._full_answer = server
+        threading.Thread(target=server.serve_forever, name="ceph-full-answer", daemon=True).start()
+
+    def _stop_full_answer(self) -> None:
+        server, self._full_answer = self._full_answer, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()

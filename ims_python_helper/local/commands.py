@@ -113,7 +113,15 @@ def _add_stack_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="MB",
-        help="Ceph only: RAM for object data, in MiB (default: 2048, or IMS_LOCAL_CEPH_MEMSTORE_MB)",
+        help="Ceph only: keep object data in RAM, this many MiB (implies --ceph-store memstore; default: 2048, "
+        "or IMS_LOCAL_CEPH_MEMSTORE_MB)",
+    )
+    parser.add_argument(
+        "--ceph-store",
+        choices=("bluestore", "memstore"),
+        default=None,
+        help="Ceph only: object store; bluestore keeps data on disk in a sparse file sized to half the free disk "
+        "(IMS_LOCAL_CEPH_BLUESTORE_MB to choose), memstore in RAM (default: bluestore, or IMS_LOCAL_CEPH_STORE)",
     )
     parser.add_argument(
         "--tls",
@@ -133,6 +141,7 @@ def _make_stack(args: argparse.Namespace) -> LocalStack:
         token_lifetime=args.token_lifetime,
         memstore_bytes=memstore_bytes,
         tls=bool(getattr(args, "tls", False)),
+        ceph_store=getattr(args, "ceph_store", None),
     )
 
 
@@ -170,6 +179,9 @@ def run_up(args: argparse.Namespace, env: CommandEnvironment) -> int:
             _say(env.stdout, "ready")
             engine = stack.s3.name if stack.s3 is not None else "?"
             _say(env.stderr, f"local up: running ({engine} S3, data in {stack.data_dir}); Ctrl-C stops")
+            describe_store = getattr(stack.s3, "describe_store", None)
+            if describe_store is not None:
+                _say(env.stderr, f"local up: {describe_store()}")
             # wait() with a timeout so the signal handler gets to run promptly on every Python.
             while not stop_requested.wait(0.5):
                 # An S3 engine that can no longer serve (a full Ceph cluster) says why; say it and stop.

@@ -59,7 +59,9 @@ class LocalStack:
 
     ``s3`` picks the engine: ``"moto"``, ``"ceph"`` or ``"auto"`` (Ceph when
     its daemons are installed, else moto). An ``s3_backend`` passed in is used
-    as is: the caller has started it and stops it; the stack does neither.
+    as is: the caller has started it and stops it; the stack does neither. Ceph's object store
+    is ``ceph_store`` (``"bluestore"``, on disk; ``"memstore"``, in RAM, also
+    chosen by ``memstore_bytes``); None reads ``IMS_LOCAL_CEPH_STORE``, else bluestore.
 
     With ``tls`` every endpoint speaks HTTPS with a certificate from a test CA
     kept in ``data_dir/tls`` (``ca_path``): IMS and the token endpoint directly,
@@ -80,6 +82,7 @@ class LocalStack:
         memstore_bytes: Optional[int] = None,
         tls: bool = False,
         ims_schema: Optional[str] = None,
+        ceph_store: Optional[str] = None,
     ) -> None:
         if s3 not in S3_ENGINES:
             raise ValueError(f"unknown S3 engine {s3!r}; choose one of {', '.join(S3_ENGINES)}")
@@ -89,6 +92,7 @@ class LocalStack:
         self._engine = s3
         self._token_lifetime = token_lifetime
         self._memstore_bytes = memstore_bytes
+        self._ceph_store = ceph_store
         self._owns_s3 = s3_backend is None
         self.s3: Optional[S3Backend] = s3_backend
         self.tokens: Optional[TokenServer] = None
@@ -232,7 +236,9 @@ class LocalStack:
         if engine == "ceph":
             if ceph is None:
                 raise RuntimeError("the Ceph launcher (ims_python_helper.local.ceph) is not available")
-            backend: S3Backend = ceph.CephRgw(self.data_dir, memstore_bytes=self._memstore_bytes)
+            backend: S3Backend = ceph.CephRgw(
+                self.data_dir, memstore_bytes=self._memstore_bytes, store=self._ceph_store
+            )
             return backend
         return MotoS3(self.data_dir)
 

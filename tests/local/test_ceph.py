@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator, List
 
@@ -15,11 +16,15 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from ims_python_helper.local.ceph import (
+    BLUESTORE_ENV,
     DEFAULT_MEMSTORE_BYTES,
     MEMSTORE_ENV,
+    STORE_ENV,
     CephError,
     CephRgw,
+    bluestore_bytes_for,
     memstore_bytes_from_env,
+    store_from_env,
 )
 from ims_python_helper.local.s3backend import DEFAULT_BUCKETS
 from tests.support import s3_client_for, skip_module_unless_ceph_runs
@@ -123,3 +128,47 @@ def test_memstore_size_comes_from_env_in_mib(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv(MEMSTORE_ENV, "lots")
     with pytest.raises(CephError, match=MEMSTORE_ENV):
         memstore_bytes_from_env()
+
+
+def test_the_default_store_is_bluestore_and_memstore_is_chosen_by_size_or_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    assert store_from_env() == "bluestore"
+    assert store_from_env(memstore_bytes=256 * MiB) == "memstore"
+    monkeypatch.setenv(STORE_ENV, "memstore")
+    assert store_from_env() == "memstore"
+    monkeypatch.setenv(STORE_ENV, "filestore")
+    with pytest.raises(CephError, match=STORE_ENV):
+        store_from_env()
+
+
+def test_bluestore_is_sized_to_half_the_free_disk_or_the_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BLUESTORE_ENV, raising=False)
+    free = shutil.disk_usage(tmp_path).free
+    # Free space moves while other tests write: within 1 GiB of half of it.
+    assert abs(bluestore_bytes_for(tmp_path) - free // 2) < 1024 * MiB
+    monkeypatch.setenv(BLUESTORE_ENV, "4096")
+    assert bluestore_bytes_for(tmp_path) == 4096 * MiB
+    monkeypatch.setenv(BLUESTORE_ENV, "100")
+    with pytest.raises(CephError, match=BLUESTORE_ENV):
+        bluestore_bytes_for(tmp_path)
+
+
+def test_bluestore_keeps_objects_on_disk_in_a_sparse_file_of_its_size(tmp_path: Path) -> None:
+    backend = CephRgw(tmp_path, store="bluestore", store_bytes=4096 * MiB)
+    backend.start()
+    try:
+        s3 = s3_client_for(backend)
+        body = os.urandom(24 * MiB)
+        s3.put_object(Bucket="boot-images", Key="bluestore/rootfs", Body=body)
+        assert s3.get_object(Bucket="boot-images", Key="bluestore/rootfs")["Body"].read() == body
+        usage = backend.usage()
+        line = backend.describe_store()
+    finally:
+        backend.stop()
+
+    block = tmp_path / "ceph" / "osd" / "ceph-0" / "block"
+    assert "osd objectstore = bluestore" in backend.conf.read_text()
+    assert block.stat().st_size == 4096 * MiB == usage["stat_bytes"]
+    assert block.stat().st_blocks * 512 < 1024 * MiB, "the block file is not sparse"
+    assert line.startswith(f"Ceph bluestore of 4.0 GiB in a sparse file {block}, ")
+    assert line.endswith(" GiB free")

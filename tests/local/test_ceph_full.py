@@ -20,6 +20,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
+from ims_python_helper.clients.storage import describe_s3_error
 from ims_python_helper.local.ceph import CephFullError, CephRgw
 from tests.support import skip_module_unless_ceph_runs
 
@@ -101,11 +102,14 @@ def test_a_full_cluster_is_named_and_its_s3_fails_at_once_instead_of_hanging(tin
     assert "--memstore-mb" in tiny.problem
     with pytest.raises(CephFullError, match=r"Ceph cluster is full \(OSD_FULL"):
         tiny.check_health()
-    # Every later request fails at once (the gateway is gone), not after a timeout.
+    # Every later request fails at once (the gateway is gone), not after a timeout, and the answer on its
+    # port says why: the client's description of the failure names the full cluster (issue 18).
     started = time.monotonic()
-    with pytest.raises(botocore.exceptions.EndpointConnectionError):
-        impatient_s3(tiny).head_bucket(Bucket="boot-images")
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        impatient_s3(tiny).put_object(Bucket="boot-images", Key="after-full", Body=os.urandom(2 * MiB))
     assert time.monotonic() - started < 5
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 507
+    assert describe_s3_error(refused.value).startswith("InsufficientStorage (HTTP 507) Ceph cluster is full (OSD_FULL")
 
 
 def test_a_cluster_with_room_reports_no_problem(tiny: CephRgw) -> None:
@@ -162,4 +166,5 @@ def test_local_up_reports_a_full_cluster_and_exits(tmp_path: Path) -> None:
 
     assert process.returncode == 1, err
     assert FULL_MESSAGE.search(err), err
+    assert "local up: Ceph memstore of 0.1 GiB in RAM, " in err, err
     assert json.dumps(env["S3_SECRET_KEY"]).strip('"') not in err

@@ -1,4 +1,9 @@
-"""build_ca_rpm() runs the real rpmbuild on a spec like the one IMS mounts, and the RPM holds the CA."""
+"""build_ca_rpm() runs the real rpmbuild on a spec like the one IMS mounts, and the RPM holds the CA.
+
+The spec IMS mounts has no ``BuildArch``; the image the RPM goes into may be
+x86_64 or aarch64, whatever the pod's host is, so the header must say noarch
+(``rpm -qp --qf '%{ARCH}'``), as the file name does.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ Version: 1.0.1
 Release: 1
 Summary: The platform CA
 License: MIT
-BuildArch: noarch
 Source0: %{name}-%{version}.tar.gz
 
 %description
@@ -39,11 +43,15 @@ install -m 0644 etc/cray/ca/certificate_authority.crt %{buildroot}/etc/cray/ca/
 pytestmark = pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="rpmbuild not installed (apt-get install rpm)")
 
 
-@pytest.fixture
-def mounts(tmp_path: Path, monkeypatch):
+#: The mounted spec as IMS ships it (no BuildArch), and one that names noarch itself.
+SPECS = {"no-buildarch": SPEC, "buildarch-noarch": SPEC.replace("License: MIT\n", "License: MIT\nBuildArch: noarch\n")}
+
+
+@pytest.fixture(params=sorted(SPECS))
+def mounts(tmp_path: Path, monkeypatch, request):
     spec = tmp_path / "specfile" / "cray_ca_cert.spec"
     spec.parent.mkdir()
-    spec.write_text(SPEC)
+    spec.write_text(SPECS[request.param])
     ca = tmp_path / "ca" / "certificate_authority.crt"
     ca.parent.mkdir()
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n")
@@ -53,7 +61,7 @@ def mounts(tmp_path: Path, monkeypatch):
     return tmp_path
 
 
-def test_builds_the_ca_rpm_with_the_ca_inside(mounts: Path):
+def test_builds_a_noarch_ca_rpm_with_the_ca_inside(mounts: Path):
     path = module.build_ca_rpm()
     assert path == str(mounts / "ca-rpm" / "cray_ca_cert-1.0.1-1.noarch.rpm")
     listing = subprocess.run(["rpm", "-qlp", path], capture_output=True, text=True, check=True).stdout.split()
@@ -64,6 +72,7 @@ def test_builds_the_ca_rpm_with_the_ca_inside(mounts: Path):
         text=True,
         check=True,
     ).stdout
+    # The header's arch, not only the file name: an aarch64 image build refuses an x86_64 package.
     assert info == "cray_ca_cert 1.0.1 1 noarch"
     # The CA inside is the mounted one, byte for byte (rpm records each file's size and SHA-256).
     dump = subprocess.run(["rpm", "-qp", "--dump", path], capture_output=True, text=True, check=True).stdout.split()
