@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from enum import IntEnum
@@ -92,6 +93,31 @@ class ImsApiError(ImsHelperError, requests.exceptions.HTTPError):
     def __reduce__(self) -> Any:
         # OSError would rebuild from the message alone; the answer travels without its request (hooks, session).
         return type(self), (self.method, self.path, self.status, self.detail, detached_response(self.response))
+
+
+class InvalidIdError(InputError, requests.exceptions.HTTPError):
+    """An IMS id the caller gave is not a UUID: refused before sending, in the family IMS's refusal was.
+
+    Earlier clients sent it and met IMS's 404 as a ``requests`` ``HTTPError``;
+    so is this, with ``response`` a 404 problem+json whose detail names the id.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, response=problem_response(404, "Not Found", message))
+
+    def __reduce__(self) -> Any:
+        return type(self), (str(self),)
+
+
+def problem_response(status: int, title: str, detail: str) -> requests.Response:
+    """An RFC 7807 answer made here, for a refusal found before the request was sent."""
+    answer = requests.Response()
+    answer.status_code, answer.reason = status, title
+    answer.headers["Content-Type"] = "application/problem+json"
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    answer._content = json.dumps(body).encode()
+    answer.encoding = "utf-8"
+    return answer
 
 
 def detached_response(response: Optional[requests.Response]) -> Optional[requests.Response]:
