@@ -30,6 +30,7 @@ from botocore.exceptions import ConnectionClosedError, ConnectionError, HTTPClie
 from botocore.retries import quota, standard
 
 from ..errors import Interrupted
+from .retrylog import failure_reason, say_retry
 from .transport import caused_by
 
 if TYPE_CHECKING:
@@ -182,10 +183,31 @@ def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, de
     )
     events = client.meta.events
     service = client.meta.service_model.service_id.hyphenize()
+    needs_retry = announced(handler.needs_retry, f"S3 at {client.meta.endpoint_url}", max_attempts - 1)
     events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
-    events.register(f"needs-retry.{service}", handler.needs_retry, unique_id=f"retry-config-{service}")
+    events.register(f"needs-retry.{service}", needs_retry, unique_id=f"retry-config-{service}")
     events.register(f"after-call.{service}", retry_quota.release_retry_quota)
     events.register(f"after-call.{service}", clock.heard)
+
+
+def announced(needs_retry: Callable[..., Any], where: str, allowed: int) -> Callable[..., Any]:
+    """botocore's ``needs-retry`` handler that says each retry it decides on in one line (botocore is silent)."""
+
+    def needs_retry_and_say_so(**kwargs: Any) -> Any:
+        delay = needs_retry(**kwargs)
+        if delay is not None and delay is not False:  # a delay of 0 is a retry too
+            operation = getattr(kwargs.get("operation"), "name", "")
+            reason = failure_reason(kwargs.get("caught_exception"), _status(kwargs.get("response")))
+            say_retry(f"{where} ({operation})", reason, int(kwargs.get("attempts") or 0), allowed, float(delay))
+        return delay
+
+    return needs_retry_and_say_so
+
+
+def _status(response: Any) -> Optional[int]:
+    """The HTTP status of botocore's ``(http_response, parsed)`` pair, if there is one."""
+    http_response = response[0] if isinstance(response, tuple) and response else None
+    return getattr(http_response, "status_code", None)
 
 
 def stop_transfers(
