@@ -95,18 +95,29 @@ class ImsApiError(ImsHelperError, requests.exceptions.HTTPError):
         return type(self), (self.method, self.path, self.status, self.detail, detached_response(self.response))
 
 
-class InvalidIdError(InputError, requests.exceptions.HTTPError):
-    """An IMS id the caller gave is not a UUID: refused before sending, in the family IMS's refusal was.
+class RefusedInput(InputError, requests.exceptions.HTTPError):
+    """Input IMS would refuse, refused before sending, in the family IMS's refusal was.
 
-    Earlier clients sent it and met IMS's 404 as a ``requests`` ``HTTPError``;
-    so is this, with ``response`` a 404 problem+json whose detail names the id.
+    Earlier clients sent it and met IMS's refusal as a ``requests`` ``HTTPError``
+    (which callers' loops catch); so is this, with ``response`` a problem+json
+    answer of ``status`` whose detail is the message.
     """
 
+    status = 422
+    title = "Unprocessable Entity"
+
     def __init__(self, message: str) -> None:
-        super().__init__(message, response=problem_response(404, "Not Found", message))
+        super().__init__(message, response=problem_response(self.status, self.title, message))
 
     def __reduce__(self) -> Any:
         return type(self), (str(self),)
+
+
+class InvalidIdError(RefusedInput):
+    """An IMS id the caller gave is not a UUID (IMS answered 404 for it)."""
+
+    status = 404
+    title = "Not Found"
 
 
 def problem_response(status: int, title: str, detail: str) -> requests.Response:

@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
-from ..errors import InputError, InvalidIdError
+from ..errors import InputError, InvalidIdError, RefusedInput
 from ..vocabulary import ARCHES, ARTIFACT_KINDS, JOB_STATUSES, MAX_NAME_LENGTH, RECIPE_DISTROS, ArtifactKind
 from .transfer import HashingReader
 
@@ -34,13 +34,13 @@ class LocalArtifact:
 
 
 def check_name(name: Any, what: str = "image name") -> str:
-    """A name must be a printable string of 1 to 256 characters."""
+    """A name must be a printable string of 1 to 256 characters (``RefusedInput``, an ``HTTPError``, otherwise)."""
     if not isinstance(name, str) or not name.strip():
-        raise InputError(f"the {what} is empty; give a descriptive name")
+        raise RefusedInput(f"the {what} is empty; give a descriptive name")
     if len(name) > MAX_NAME_LENGTH:
-        raise InputError(f"the {what} is {len(name)} characters long; use at most {MAX_NAME_LENGTH}")
+        raise RefusedInput(f"the {what} is {len(name)} characters long; use at most {MAX_NAME_LENGTH}")
     if not name.isprintable():
-        raise InputError(f"the {what} {name!r} contains control characters; use printable characters only")
+        raise RefusedInput(f"the {what} {name!r} contains control characters; use printable characters only")
     return name
 
 
@@ -128,7 +128,7 @@ def check_publish(
     check_arch(arch)
     artifacts = resolve_artifacts(paths)
     if not any(a.kind.name == "rootfs" for a in artifacts):
-        raise InputError(NO_ROOTFS)
+        raise RefusedInput(NO_ROOTFS)
     return checked_job, artifacts
 
 
@@ -156,7 +156,7 @@ def check_templates(template_dictionary: Optional[Mapping[str, str]]) -> dict:
     templates = dict(template_dictionary or {})
     for key, value in templates.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key:
-            raise InputError("template dictionary keys and values must be non-empty strings")
+            raise RefusedInput("template dictionary keys and values must be non-empty strings")
     return templates
 
 

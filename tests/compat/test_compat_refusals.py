@@ -11,6 +11,7 @@ A recipe that is not a gzipped tar is uploaded, as earlier clients did.
 from __future__ import annotations
 
 import logging
+import pickle
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
@@ -122,24 +123,38 @@ def test_a_status_this_client_does_not_know_reaches_ims_and_the_job_is_unchanged
     assert ims_api.get(f"/jobs/{job_id}")["status"] == "creating"
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda h: h.image_set_job_status("../images", "error"),
-        lambda h: h.image_upload_artifacts("n", "not-a-job", rootfs=["/nonexistent"]),
-        lambda h: h._ims_image_delete("12"),
-    ],
-    ids=["set-job-status", "publish-job-id", "legacy-image-delete"],
-)
-def test_an_id_that_is_not_a_uuid_is_refused_before_sending_as_an_http_error(
-    call: Callable[[ImsHelper], Any], helper: ImsHelper
+REFUSED_BEFORE_SENDING = {
+    # id: (call, status IMS answered the earlier client, words of the detail)
+    "job-id-not-uuid": (lambda h, f: h.image_set_job_status("../images", "error"), 404, "is not a UUID"),
+    "publish-job-id-not-uuid": (lambda h, f: h.image_upload_artifacts("n", "x", rootfs=[f]), 404, "is not a UUID"),
+    "legacy-delete-id-not-uuid": (lambda h, f: h._ims_image_delete("12"), 404, "is not a UUID"),
+    "empty-image-name": (lambda h, f: h.image_upload_artifacts("", rootfs=[f]), 422, "image name is empty"),
+    "no-rootfs": (lambda h, f: h.image_upload_artifacts("n", kernel=[f]), 422, "no rootfs given"),
+    "template-value-not-a-string": (
+        lambda h, f: h.recipe_upload("r", f, "sles15", {"KEY": 7}),
+        422,
+        "template dictionary keys and values must be non-empty strings",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_BEFORE_SENDING))
+def test_input_ims_would_refuse_is_refused_before_sending_as_an_http_error(
+    case: str, helper: ImsHelper, tmp_path: Path
 ):
-    """Earlier clients sent it and met IMS's 404; it is refused before sending, in the same family."""
-    exc = caught_by_the_loader(lambda: call(helper))
+    """Earlier clients sent it and met IMS's refusal as an HTTPError; it is refused before sending, in that family."""
+    call, status, words = REFUSED_BEFORE_SENDING[case]
+    artifact = tmp_path / "artifact"
+    artifact.write_bytes(b"bytes")
+
+    exc = caught_by_the_loader(lambda: call(helper, str(artifact)))
 
     assert isinstance(exc, requests.exceptions.HTTPError) and isinstance(exc, ImsHelperError)
-    assert exc.response is not None and exc.response.status_code == 404
-    assert "is not a UUID" in exc.response.json()["detail"] and "is not a UUID" in str(exc)
+    assert exc.response is not None and exc.response.status_code == status
+    assert words in exc.response.json()["detail"] and words in str(exc)
+    assert exc.response.request is None, "nothing was sent"
+    copy = pickle.loads(pickle.dumps(exc))
+    assert (type(copy), str(copy), copy.response.status_code) == (type(exc), str(exc), status)
 
 
 def test_the_loader_loop_logs_each_refusal_and_loads_the_rest(
