@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import socket
 from pathlib import Path
@@ -24,6 +25,7 @@ from ims_python_helper.cli import _configure_logging
 from ims_python_helper.clients import s3retry
 from ims_python_helper.clients.oauth import BoundedRetry
 from ims_python_helper.local.stack import LocalStack
+from tests.faults.proxy import Fault, FaultProxy
 from tests.support import s3_engines
 
 RETRY_LINE = re.compile(
@@ -129,3 +131,24 @@ def test_the_libraries_lines_reach_the_user_only_when_debug_is_asked_for(level: 
     written = stream.getvalue()
     assert "ours" in written
     assert ("Connection pool is full" in written, "botocore says" in written) == ((level == "DEBUG"),) * 2
+
+
+@pytest.mark.parametrize("stack", s3_engines(), indirect=True)
+def test_parts_that_fail_together_are_said_once_per_retry(
+    quick_backoff: None, s3_proxy: FaultProxy, run_cli, tmp_path: Path
+):
+    """Four parts in flight, every part upload cut: each retry of UploadPart is one line, not one per part."""
+    rootfs = tmp_path / "rootfs"
+    rootfs.write_bytes(os.urandom(4 * 5 * 1024 * 1024))
+    cut = s3_proxy.add(Fault(action="drop", method="PUT", path="partNumber"))
+    env: Dict[str, Optional[str]] = {"S3_ENDPOINT": s3_proxy.url, "IMS_JOB_ID": None}
+
+    result = run_cli(
+        "--part-size", "5", "--concurrency", "4", "image", "upload_artifacts", "cut", "-r", str(rootfs), env=env
+    )
+
+    assert result.code == 1
+    said = [int(m["number"]) for m in retry_lines(result.stderr) if m["where"].endswith("(UploadPart)")]
+    assert said == [1, 2, 3, 4, 5], result.stderr
+    assert cut.fired > 2 * len(said), "several parts were cut and retried"
+    assert [line for line in result.stderr.splitlines() if THIRD_PARTY.search(line)] == []
