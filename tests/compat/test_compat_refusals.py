@@ -10,6 +10,7 @@ A recipe that is not a gzipped tar is uploaded, as earlier clients did.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import uuid
@@ -23,8 +24,10 @@ import requests
 from ims_python_helper import ImsHelper
 from ims_python_helper.errors import ImsHelperError
 from ims_python_helper.local.stack import LocalStack
+from tests.faults.proxy import Fault, FaultProxy
 from tests.support import ImsApi, make_recipe
 
+PROBLEM_JSON = {"Content-Type": "application/problem+json"}
 LOADER_ERRORS = (requests.RequestException, botocore.exceptions.BotoCoreError)
 
 
@@ -183,3 +186,33 @@ def test_the_loader_loop_logs_each_refusal_and_loads_the_rest(
 
     assert loaded == names[1:] and failed == [(names[0], 422)]
     assert {r["name"] for r in ims_api.get("/recipes")} >= set(names[1:])
+
+
+#: What IMS itself answers a body that fails its schema: a generic detail, the fields in ``errors``.
+IMS_422 = {
+    "detail": "Input data was understood, but failed validation. Re-run request with valid input values "
+    "for the fields indicated in the response.",
+    "errors": {"linux_distribution": ["Must be one of: sles12, sles15, centos7."]},
+    "status": 422,
+    "title": "Unprocessable Entity",
+    "type": "about:blank",
+}
+
+
+def test_imss_own_422_names_the_refused_field_in_the_message(
+    stack: LocalStack, caller_session: requests.Session, s3_kwargs: Dict[str, Any], tmp_path: Path
+):
+    """IMS's schema refusal puts the field in ``errors``: the one-line message names it, the answer is kept whole."""
+    assert stack.ims is not None
+    with FaultProxy(stack.ims.url, name="ims") as proxy:
+        body = json.dumps(IMS_422).encode()
+        proxy.add(Fault(status=422, method="POST", path="/recipes$", body=body, headers=PROBLEM_JSON))
+        helper = ImsHelper(ims_url=proxy.url_for(stack.ims.url), session=caller_session, s3_bucket="ims", **s3_kwargs)
+
+        exc = caught_by_the_loader(lambda: helper.recipe_upload(unique("r"), make_recipe(tmp_path / "r.tgz"), "sles16"))
+
+    assert isinstance(exc, requests.exceptions.HTTPError) and exc.response.json() == IMS_422
+    assert str(exc) == (
+        f"IMS POST /recipes failed with HTTP 422: {IMS_422['detail']} "
+        "(linux_distribution: Must be one of: sles12, sles15, centos7.)"
+    )
