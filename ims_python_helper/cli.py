@@ -35,7 +35,7 @@ from .config import OPTIONS, Option, Settings, describe_source, file_dest, resol
 from .errors import ExitStatus, ImsHelperError, Interrupted, UsageError  # noqa: F401  (Interrupted: its old place)
 from .helper import ImsHelper
 from .progress import make_progress
-from .publish.checks import NO_ROOTFS, LocalArtifact, check_file, check_name, check_publish
+from .publish.checks import NO_ROOTFS, LocalArtifact, check_file, check_gzipped_tar, check_name, check_publish
 from .vocabulary import ARCHES, ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET, JOB_STATUSES, RECIPE_DISTROS
 
 PROG = "ims_python_helper"
@@ -155,6 +155,11 @@ def _add_image_commands(resources: Any) -> None:
     _command(image_commands, "import", run_image_import, import_arguments, "image import")
 
 
+def known(values: Tuple[str, ...]) -> str:
+    """Help text for a value IMS judges: the ones known today, without refusing others (a newer IMS may add some)."""
+    return f"{', '.join(values)} or another your IMS accepts"
+
+
 def _upload_arguments(upload: Any) -> None:
     upload.add_argument("image_name", help="name of the image record")
     upload.add_argument(
@@ -169,7 +174,11 @@ def _upload_arguments(upload: Any) -> None:
             help=f"{kind.help} file, stored as IMAGE_ID/{kind.key}",
         )
     upload.add_argument(
-        "--arch", action=StoreOnce, choices=ARCHES, default=None, help="architecture of the image (IMS default: x86_64)"
+        "--arch",
+        action=StoreOnce,
+        default=None,
+        metavar="ARCH",
+        help=f"architecture of the image: {known(ARCHES)} (IMS default: x86_64)",
     )
     upload.add_argument(
         "--skip-existing",
@@ -184,7 +193,7 @@ def _upload_arguments(upload: Any) -> None:
 
 def _status_arguments(status: Any) -> None:
     status.add_argument("ims_job_id", type=uuid_argument, help="IMS job id")
-    status.add_argument("job_status", choices=JOB_STATUSES, metavar="STATUS", help=f"one of {', '.join(JOB_STATUSES)}")
+    status.add_argument("job_status", metavar="STATUS", help=f"the job's new status: {known(JOB_STATUSES)}")
 
 
 def _add_recipe_commands(resources: Any) -> None:
@@ -197,7 +206,14 @@ def _add_recipe_commands(resources: Any) -> None:
 def _recipe_upload_arguments(recipe_upload: Any) -> None:
     recipe_upload.add_argument("recipe_name", help="name of the recipe record")
     recipe_upload.add_argument("recipe_file", help="gzipped tar archive (.tar.gz)")
-    recipe_upload.add_argument("--distro", required=True, choices=RECIPE_DISTROS, action=StoreOnce, default=None)
+    recipe_upload.add_argument(
+        "--distro",
+        required=True,
+        action=StoreOnce,
+        default=None,
+        metavar="DISTRO",
+        help=f"Linux distribution of the recipe: {known(RECIPE_DISTROS)}",
+    )
     recipe_upload.add_argument(
         "--template-dictionary",
         action="append",
@@ -205,7 +221,9 @@ def _recipe_upload_arguments(recipe_upload: Any) -> None:
         metavar="KEY=VALUE",
         help="a template value; repeat for several",
     )
-    recipe_upload.add_argument("--arch", action=StoreOnce, choices=ARCHES, default=None)
+    recipe_upload.add_argument(
+        "--arch", action=StoreOnce, default=None, metavar="ARCH", help=f"architecture of the recipe: {known(ARCHES)}"
+    )
     recipe_upload.add_argument("--require-dkms", action=SwitchOnce, default=None)
 
 
@@ -310,7 +328,8 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
             raise UsageError(f"--template-dictionary key {key!r} was given twice")
         templates[key] = value
     check_name(args.recipe_name, "recipe name")  # the local checks first: nothing is contacted for bad input
-    check_file(args.recipe_file, "recipe")
+    path, _size = check_file(args.recipe_file, "recipe")
+    check_gzipped_tar(path)  # the library only warns (earlier clients uploaded any file); the CLI refuses
     explicit_bucket = getattr(args, "s3_bucket", None) or env.environ.get("S3_BUCKET")
     helper = _helper(settings, env, bucket=None if explicit_bucket else DEFAULT_RECIPE_BUCKET)
     record = helper.recipe_upload(

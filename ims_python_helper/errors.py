@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from enum import IntEnum
 from typing import Any, Dict, List, Optional
@@ -92,6 +93,42 @@ class ImsApiError(ImsHelperError, requests.exceptions.HTTPError):
     def __reduce__(self) -> Any:
         # OSError would rebuild from the message alone; the answer travels without its request (hooks, session).
         return type(self), (self.method, self.path, self.status, self.detail, detached_response(self.response))
+
+
+class RefusedInput(InputError, requests.exceptions.HTTPError):
+    """Input IMS would refuse, refused before sending, in the family IMS's refusal was.
+
+    Earlier clients sent it and met IMS's refusal as a ``requests`` ``HTTPError``
+    (which callers' loops catch); so is this, with ``response`` a problem+json
+    answer of ``status`` whose detail is the message.
+    """
+
+    status = 422
+    title = "Unprocessable Entity"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, response=problem_response(self.status, self.title, message))
+
+    def __reduce__(self) -> Any:
+        return type(self), (str(self),)
+
+
+class InvalidIdError(RefusedInput):
+    """An IMS id the caller gave is not a UUID (IMS answered 404 for it)."""
+
+    status = 404
+    title = "Not Found"
+
+
+def problem_response(status: int, title: str, detail: str) -> requests.Response:
+    """An RFC 7807 answer made here, for a refusal found before the request was sent."""
+    answer = requests.Response()
+    answer.status_code, answer.reason = status, title
+    answer.headers["Content-Type"] = "application/problem+json"
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    answer._content = json.dumps(body).encode()
+    answer.encoding = "utf-8"
+    return answer
 
 
 def detached_response(response: Optional[requests.Response]) -> Optional[requests.Response]:

@@ -132,9 +132,10 @@ class ImsHelper(LegacyCalls):
         self.ims_url = (ims_url or DEFAULT_IMS_API_URL).rstrip("/")
         self.deadline = deadline or getattr(session, "deadline", None) or Deadline(None)
         self.session = session if session is not None else requests.Session()
-        if not isinstance(self.session, ClientCredentialsSession):
-            # A caller's own session gets the same bounded retries for IMS (never for POST), as before.
-            self.session.mount(self.ims_url, HTTPAdapter(max_retries=build_retry(deadline=self.deadline)))
+        # Bounded retries for IMS (never for POST), a caller's own session's too, as before; their lines name IMS.
+        retries = self.session.retries if isinstance(self.session, ClientCredentialsSession) else 5
+        retry = build_retry(retries, deadline=self.deadline, service=f"IMS at {self.ims_url}")
+        self.session.mount(self.ims_url, HTTPAdapter(max_retries=retry))
         self.ims = ImsClient(self.ims_url, self.session, timeout=timeout, deadline=self.deadline)
 
     def _attach(self, s3: S3Settings, transfer: TransferOptions, progress: Optional[Progress]) -> None:

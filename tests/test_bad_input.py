@@ -137,7 +137,7 @@ CASES = [
         "job-unknown-to-ims",
         lambda a, tmp: ["image", "upload_artifacts", "bad", UNKNOWN_JOB, *a.flags("rootfs")],
         1,
-        f"IMS has no job {UNKNOWN_JOB}",
+        (f"IMS GET /jobs/{UNKNOWN_JOB} failed with HTTP 404", f"IMS has no job {UNKNOWN_JOB}"),
     ),
     Case(
         "wrong-oauth-secret",
@@ -194,8 +194,9 @@ CASES = [
     Case(
         "bad-arch",
         lambda a, tmp: ["image", "upload_artifacts", "bad", *a.flags("rootfs"), "--arch", "sparc"],
-        2,
-        "invalid choice",
+        1,
+        ("IMS POST /images failed with HTTP 422", "'arch'", "sparc"),
+        reaches_s3=True,
     ),
     Case("empty-name", lambda a, tmp: ["image", "upload_artifacts", "", *a.flags("rootfs")], 1, "image name is empty"),
     Case(
@@ -324,11 +325,17 @@ CASES = [
     ),
     Case(
         "recipe-bad-distro",
-        lambda a, tmp: ["recipe", "upload", "r", "/dev/null", "--distro", "windows"],
-        2,
-        "invalid choice",
+        lambda a, tmp: ["recipe", "upload", "r", _write(tmp / "r.tar.gz", _tarball()), "--distro", "windows"],
+        1,
+        ("IMS POST /recipes failed with HTTP 422", "'linux_distribution'", "windows"),
+        reaches_s3=True,
     ),
-    Case("job-status-unknown", set_status(status="finished"), 2, "invalid choice: 'finished'"),
+    Case(
+        "job-status-unknown-job",
+        set_status(job=UNKNOWN_JOB, status="finished"),
+        1,
+        (f"IMS PATCH /jobs/{UNKNOWN_JOB} failed with HTTP 404", f"IMS has no job {UNKNOWN_JOB}"),
+    ),
     Case("job-status-id-not-uuid", set_status(job="../../jobs"), 2, "'../../jobs' is not a UUID"),
     # -- hostile names --------------------------------------------------------------------
     Case("name-too-long", publish(name="x" * 257), 1, "is 257 characters long; use at most 256"),
@@ -606,19 +613,19 @@ LIBRARY_CASES = [
         "bad-arch",
         lambda make, a, tmp: make().image_upload_artifacts("bad", rootfs=[str(a.paths["rootfs"])], arch="sparc"),
         1,
-        "architecture 'sparc' is not one of",
+        "IMS POST /images failed with HTTP 422: field 'arch' must be one of",
     ),
     LibraryCase(
         "job-status-unknown",
         lambda make, a, tmp: make().image_set_job_status(JOB, "finished"),
         1,
-        "job status 'finished' is not one of",
+        f"IMS PATCH /jobs/{JOB} failed with HTTP 404: IMS has no job {JOB}",
     ),
     LibraryCase(
         "recipe-bad-distro",
         lambda make, a, tmp: make().recipe_upload("r", str(a.paths["rootfs"]), "windows"),
         1,
-        "distro 'windows' is not one of",
+        "IMS POST /recipes failed with HTTP 422: field 'linux_distribution' must be one of",
     ),
     LibraryCase(
         "recipe-template-empty-key",

@@ -308,8 +308,20 @@ def problem_detail(response: requests.Response) -> str:
     if isinstance(body, dict):
         for key in ("detail", "title", "message", "error_description", "error"):
             if isinstance(body.get(key), str) and body[key]:
-                return redact(body[key].replace("\n", " ")[:500])
+                return redact((body[key] + field_errors(body.get("errors"), body[key])).replace("\n", " ")[:500])
     return excerpt(content)
+
+
+def field_errors(errors: Any, detail: str) -> str:
+    """IMS's ``errors`` member (marshmallow's ``{"field": ["reason"]}``) when the detail does not name the fields.
+
+    IMS's 422 detail is generic ("... for the fields indicated in the response");
+    the fields and reasons are in ``errors``.
+    """
+    if not isinstance(errors, dict) or not errors or all(str(name) in detail for name in errors):
+        return ""
+    reasons = (f"{name}: {' '.join(map(str, why)) if isinstance(why, list) else why}" for name, why in errors.items())
+    return " (" + "; ".join(reasons) + ")"
 
 
 def excerpt(content: bytes, limit: int = 120) -> str:

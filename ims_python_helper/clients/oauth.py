@@ -23,9 +23,12 @@ from urllib3.util.retry import Retry
 
 from ..errors import AuthError, ConfigError, DeadlineExceeded, TransportError
 from .redact import SECRETS, redact
+from .retrylog import announce_wait, quiet_urllib3_retry_lines
 from .transport import DEFAULT_TIMEOUT, check_transport, describe_request_error, tls_failure_message
 
 LOGGER = logging.getLogger(__name__)
+# Our retries say each wait once themselves; urllib3's own line for them would say it again.
+quiet_urllib3_retry_lines()
 
 #: Statuses that mean "try again later" from a gateway or an overloaded service.
 TRANSIENT_STATUSES = (502, 503, 504)
@@ -103,6 +106,12 @@ class BoundedRetry(Retry):
     """
 
     deadline: Optional[Deadline] = None
+    #: For the retry line: who is retried (``IMS at URL``; None: the request's URL), the retries allowed in all
+    #: ("retry N of M"), and the next wait, fixed when the retry is counted so the line says the wait taken.
+    service: Optional[str] = None
+    allowed = 0
+    planned_wait: Optional[float] = None
+    announces_waits = True  # retrylog.AnnouncedRetries drops urllib3's own line for it
     #: Longest wait between two attempts, in seconds.
     BACKOFF_CAP = 8.0
     #: Up to this many seconds are added at random to each backoff, so clients do not retry in step.
@@ -110,8 +119,20 @@ class BoundedRetry(Retry):
 
     def new(self, **kwargs: Any) -> BoundedRetry:
         retry = super().new(**kwargs)
-        retry.deadline = self.deadline
+        retry.deadline, retry.service, retry.allowed = self.deadline, self.service, self.allowed
         return retry
+
+    def increment(self, method: Any = None, url: Any = None, response: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Count a failed attempt (urllib3 raises when none are left), fix the wait and say it in one line."""
+        retry = super().increment(method, url, response, *args, **kwargs)
+        after = retry.get_retry_after(response) if response is not None and self.respect_retry_after_header else None
+        retry.planned_wait = after if after else retry.get_backoff_time()
+        announce_wait(retry, url, response, kwargs.get("error", args[0] if args else None), *args[1:2])
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        """Wait the time the retry line announced."""
+        super().sleep(response) if self.planned_wait is None else time.sleep(max(self.planned_wait, 0.0))
 
     def _left(self) -> Optional[float]:
         return None if self.deadline is None else self.deadline.remaining()
@@ -136,11 +157,14 @@ class BoundedRetry(Retry):
         return value if left is None else max(0.0, min(value, left))
 
 
-def build_retry(total: int = 5, allow_post: bool = False, deadline: Optional[Deadline] = None) -> Retry:
+def build_retry(
+    total: int = 5, allow_post: bool = False, deadline: Optional[Deadline] = None, service: Optional[str] = None
+) -> Retry:
     """Retries with exponential backoff and jitter for connection errors and 502/503/504 only.
 
     POST is excluded unless ``allow_post``: a blind repeat of a create could make a
     duplicate record, so IMS creates are made safe to repeat one level up.
+    ``service`` names who is retried in each retry line (``IMS at URL``).
     """
     methods = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"}
     if allow_post:
@@ -157,7 +181,7 @@ def build_retry(total: int = 5, allow_post: bool = False, deadline: Optional[Dea
         respect_retry_after_header=True,
         raise_on_status=False,
     )
-    retry.deadline = deadline
+    retry.deadline, retry.service, retry.allowed = deadline, service, total
     return retry
 
 
@@ -191,7 +215,8 @@ class ClientCredentialsSession(requests_oauthlib.OAuth2Session):
         self.mount("https://", HTTPAdapter(max_retries=build_retry(retries, deadline=self.deadline)))
         self.mount("http://", HTTPAdapter(max_retries=build_retry(retries, deadline=self.deadline)))
         # The token grant is safe to repeat, so its endpoint may retry POST too.
-        self.mount(token_url, HTTPAdapter(max_retries=build_retry(retries, allow_post=True, deadline=self.deadline)))
+        self.retries, token = retries, f"the token endpoint {token_url}"
+        self.mount(token_url, HTTPAdapter(max_retries=build_retry(retries, True, self.deadline, service=token)))
         self.hooks["response"].append(log_exchange)
 
     def __repr__(self) -> str:

@@ -98,8 +98,21 @@ class RedactingFilter(logging.Filter):
 NOISY_LOGGERS = ("urllib3", "botocore", "boto3", "s3transfer", "requests_oauthlib", "oauthlib")
 
 
+class ThirdPartyFilter(logging.Filter):
+    """Below DEBUG, no line of the libraries underneath reaches the user: what matters, our own lines say.
+
+    (urllib3's retry warnings, say, are replaced by one retry line of ours; see ``retrylog``.)
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] not in NOISY_LOGGERS:
+            return True
+        return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+
+
 def install_log_redaction(handler: logging.Handler) -> None:
-    """Attach the redacting filter to ``handler`` and keep chatty libraries at INFO or above."""
+    """Attach the redacting filter to ``handler``, keep chatty libraries at INFO or above and off the handler."""
+    handler.addFilter(ThirdPartyFilter())
     handler.addFilter(RedactingFilter())
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)

@@ -19,12 +19,13 @@ import random
 import ssl
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Set, Tuple
 
 import urllib3.exceptions
 from botocore.exceptions import ConnectionClosedError, ConnectionError, HTTPClientError
 from botocore.retries import quota, standard
 
+from .retrylog import failure_reason, say_retry
 from .transport import caused_by
 
 if TYPE_CHECKING:
@@ -181,7 +182,50 @@ def install_s3_retries(client: Any, max_attempts: int, pool_connections: int, de
     )
     events = client.meta.events
     service = client.meta.service_model.service_id.hyphenize()
+    announcer = RetryAnnouncer(handler.needs_retry, f"S3 at {client.meta.endpoint_url}", max_attempts - 1)
     events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
-    events.register(f"needs-retry.{service}", handler.needs_retry, unique_id=f"retry-config-{service}")
+    events.register(f"needs-retry.{service}", announcer.needs_retry, unique_id=f"retry-config-{service}")
     events.register(f"after-call.{service}", retry_quota.release_retry_quota)
     events.register(f"after-call.{service}", clock.heard)
+    events.register(f"after-call.{service}", announcer.heard)
+
+
+class RetryAnnouncer:
+    """botocore's ``needs-retry`` handler that says each retry it decides on in one line (botocore is silent).
+
+    Parts that fail together (an S3 gone, every upload in flight refused) wait
+    alike: the same operation's n-th retry for the same reason is said once
+    until S3 answers again (``heard``), not once per part.
+    """
+
+    def __init__(self, needs_retry: Callable[..., Any], where: str, allowed: int) -> None:
+        self._needs_retry = needs_retry
+        self._where = where
+        self._allowed = allowed
+        self._said: Set[Tuple[str, str, int]] = set()
+        self._lock = threading.Lock()
+
+    def needs_retry(self, **kwargs: Any) -> Any:
+        """Decide as botocore's handler does; say a retry that was decided on."""
+        delay = self._needs_retry(**kwargs)
+        if delay is not None and delay is not False:  # a delay of 0 is a retry too
+            operation = getattr(kwargs.get("operation"), "name", "")
+            reason = failure_reason(kwargs.get("caught_exception"), _status(kwargs.get("response")))
+            number = int(kwargs.get("attempts") or 0)
+            with self._lock:
+                first = (operation, reason, number) not in self._said
+                self._said.add((operation, reason, number))
+            if first:
+                say_retry(f"{self._where} ({operation})", reason, number, self._allowed, float(delay))
+        return delay
+
+    def heard(self, **_kwargs: Any) -> None:
+        """botocore ``after-call`` hook: S3 answered; the next failure is news again."""
+        with self._lock:
+            self._said.clear()
+
+
+def _status(response: Any) -> Optional[int]:
+    """The HTTP status of botocore's ``(http_response, parsed)`` pair, if there is one."""
+    http_response = response[0] if isinstance(response, tuple) and response else None
+    return getattr(http_response, "status_code", None)

@@ -15,6 +15,7 @@ from botocore.config import Config
 
 from ..errors import ConfigError, StorageError, VerificationError, s3_failure
 from .redact import SECRETS, redact
+from .retrylog import failure_reason
 from .s3retry import install_s3_retries
 from .transport import DEFAULT_TIMEOUT, check_url
 
@@ -153,8 +154,10 @@ def describe_s3_error(err: BaseException) -> str:
         return redact(f"{error.get('Code', 'error')} (HTTP {status}) {error.get('Message', '')}".strip())
     if isinstance(err, botocore.exceptions.SSLError):
         return "TLS certificate verification failed; set --s3-ssl-verify to the right CA bundle"
-    if isinstance(err, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError)):
-        return "cannot connect to the S3 endpoint"
+    if isinstance(err, botocore.exceptions.ConnectionClosedError):
+        return "S3 closed the connection before answering"
+    if isinstance(err, botocore.exceptions.EndpointConnectionError):
+        return failure_reason(err, None)  # "connection refused", "host name does not resolve", ...
     if isinstance(err, (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)):
         return "the S3 endpoint timed out"
     if isinstance(err, botocore.exceptions.NoCredentialsError):

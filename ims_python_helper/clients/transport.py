@@ -110,7 +110,7 @@ _NAME_RESOLUTION_ERRORS = tuple(
 )
 
 
-def _connection_failure(err: BaseException) -> str:
+def connection_failure(err: BaseException) -> str:
     """Why a connection failed, from the exception types underneath requests' ``ConnectionError``."""
     if caused_by(err, ConnectionRefusedError):
         return "connection refused"
@@ -135,7 +135,7 @@ def describe_request_error(err: BaseException) -> str:
         if isinstance(err, kind):
             return reason
     if isinstance(err, requests.exceptions.ConnectionError):
-        return _connection_failure(err)
+        return connection_failure(err)
     return redact(type(err).__name__)
 
 

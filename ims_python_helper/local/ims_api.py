@@ -61,6 +61,7 @@ class ImsApi:
 
     def update(self, collection: str, record_id: str, body: Dict[str, Any]) -> Dict[str, Any]:
         """Apply a PATCH body to a record and return the result."""
+        self.get(collection, record_id)  # as IMS does: an unknown id is a 404 before the body is looked at
         changes = self.schemas[(collection, "PATCH")].validate(body)
         if not changes:
             raise ApiProblem(400, "the PATCH body names no field to update")

@@ -11,15 +11,16 @@ import tarfile
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
-from ..errors import InputError
+from ..errors import InputError, InvalidIdError, RefusedInput
 from ..vocabulary import ARCHES, ARTIFACT_KINDS, JOB_STATUSES, MAX_NAME_LENGTH, RECIPE_DISTROS, ArtifactKind
 from .integrity import HashingReader
 
 LOGGER = logging.getLogger(__name__)
 HASH_BLOCK = 1024 * 1024
 
+T = TypeVar("T")
 PathArg = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None]
 
 
@@ -33,29 +34,39 @@ class LocalArtifact:
 
 
 def check_name(name: Any, what: str = "image name") -> str:
-    """A name must be a printable string of 1 to 256 characters."""
+    """A name must be a printable string of 1 to 256 characters (``RefusedInput``, an ``HTTPError``, otherwise)."""
     if not isinstance(name, str) or not name.strip():
-        raise InputError(f"the {what} is empty; give a descriptive name")
+        raise RefusedInput(f"the {what} is empty; give a descriptive name")
     if len(name) > MAX_NAME_LENGTH:
-        raise InputError(f"the {what} is {len(name)} characters long; use at most {MAX_NAME_LENGTH}")
+        raise RefusedInput(f"the {what} is {len(name)} characters long; use at most {MAX_NAME_LENGTH}")
     if not name.isprintable():
-        raise InputError(f"the {what} {name!r} contains control characters; use printable characters only")
+        raise RefusedInput(f"the {what} {name!r} contains control characters; use printable characters only")
     return name
 
 
 def check_uuid(value: Any, what: str = "job id") -> str:
-    """An IMS id must be a UUID."""
+    """An IMS id must be a UUID (``InvalidIdError``, an ``HTTPError`` like IMS's 404 for it, otherwise)."""
     try:
         return str(uuid.UUID(str(value)))
     except ValueError:
-        raise InputError(f"the {what} {str(value)[:80]!r} is not a UUID (like 0e6d4c2a-...-5f1b)") from None
+        raise InvalidIdError(f"the {what} {str(value)[:80]!r} is not a UUID (like 0e6d4c2a-...-5f1b)") from None
+
+
+def known_or_passed(value: T, known: Sequence[str], what: str) -> T:
+    """``value`` as given: IMS judges its own vocabulary, so a value this client does not know still goes to IMS.
+
+    A newer IMS may accept a distro, architecture or status added after these
+    tables were written; an older one answers with its own error, which the
+    caller gets as an ``ImsApiError`` (an ``HTTPError``) carrying IMS's answer.
+    """
+    if value not in known:
+        LOGGER.debug("%s %r is not one this client knows (%s); IMS decides", what, value, ", ".join(known))
+    return value
 
 
 def check_arch(arch: Optional[str]) -> Optional[str]:
-    """``None`` or one of the IMS architectures."""
-    if arch is not None and arch not in ARCHES:
-        raise InputError(f"architecture {arch!r} is not one of {', '.join(ARCHES)}")
-    return arch
+    """``None`` or an architecture, passed to IMS as given (see ``known_or_passed``)."""
+    return None if arch is None else known_or_passed(arch, ARCHES, "architecture")
 
 
 def check_file(path: Any, what: str) -> Tuple[str, int]:
@@ -117,7 +128,7 @@ def check_publish(
     check_arch(arch)
     artifacts = resolve_artifacts(paths)
     if not any(a.kind.name == "rootfs" for a in artifacts):
-        raise InputError(NO_ROOTFS)
+        raise RefusedInput(NO_ROOTFS)
     return checked_job, artifacts
 
 
@@ -131,17 +142,13 @@ def md5_of_file(path: str) -> str:
 
 
 def check_job_status(status: str) -> str:
-    """One of the IMS job states."""
-    if status not in JOB_STATUSES:
-        raise InputError(f"job status {status!r} is not one of {', '.join(JOB_STATUSES)}")
-    return status
+    """A job state, passed to IMS as given (see ``known_or_passed``)."""
+    return known_or_passed(status, JOB_STATUSES, "job status")
 
 
 def check_distro(distro: str) -> str:
-    """One of the recipe distributions IMS knows."""
-    if distro not in RECIPE_DISTROS:
-        raise InputError(f"distro {distro!r} is not one of {', '.join(RECIPE_DISTROS)}")
-    return distro
+    """A recipe's distribution, passed to IMS as given (see ``known_or_passed``)."""
+    return known_or_passed(distro, RECIPE_DISTROS, "distro")
 
 
 def check_templates(template_dictionary: Optional[Mapping[str, str]]) -> dict:
@@ -149,7 +156,7 @@ def check_templates(template_dictionary: Optional[Mapping[str, str]]) -> dict:
     templates = dict(template_dictionary or {})
     for key, value in templates.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key:
-            raise InputError("template dictionary keys and values must be non-empty strings")
+            raise RefusedInput("template dictionary keys and values must be non-empty strings")
     return templates
 
 
@@ -177,3 +184,16 @@ def check_gzipped_tar(path: str) -> str:
         while reader.read(HASH_BLOCK):  # whatever gzip did not need still belongs to the md5
             pass
     return reader.md5
+
+
+def recipe_md5(path: str) -> str:
+    """The recipe file's hex md5; a file that is not a readable gzipped tar is warned about, not refused.
+
+    Earlier clients uploaded any file, and callers (the artifact loader's sample
+    manifest among them) rely on it: the check warns and the upload goes on.
+    """
+    try:
+        return check_gzipped_tar(path)
+    except InputError as err:
+        LOGGER.warning("%s; uploading it as given (IMS jobs expect a gzipped tar)", err)
+        return md5_of_file(path)

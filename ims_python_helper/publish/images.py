@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote
 
 from ..clients.ims import Record
-from ..errors import CleanupError, ImsApiError, ImsImagesExistWithName, InputError, StorageError, TransportError
+from ..errors import CleanupError, ImsApiError, ImsImagesExistWithName, StorageError, TransportError
 from ..vocabulary import JOB_METADATA_KEY, MANIFEST_KEY, MANIFEST_TYPE, RUN_METADATA_KEY, kind_for_type
 from .checks import LocalArtifact, check_arch, check_job_status, check_name, check_uuid
 from .claims import RUNNING, ClaimError, ClaimState, RunClaim
@@ -38,13 +38,15 @@ def run_key_for(job_id: str, image_name: str) -> str:
 
 
 def require_job(services: Services, job_id: str, change: Optional[Dict[str, Any]] = None) -> Record:
-    """The job (patched with ``change`` when given); a job IMS does not know is the caller's mistake."""
+    """The job (patched with ``change`` when given); IMS's refusal stays an ``ImsApiError`` (an ``HTTPError``)."""
     try:
         return services.ims.patch_job(job_id, change) if change else services.ims.get_job(job_id)
     except ImsApiError as err:
-        if err.status == 404:
-            raise InputError(f"IMS has no job {job_id}; check the job id (or IMS_JOB_ID)") from None
-        raise
+        if err.status != 404:
+            raise
+        # Same status and answer, with what to do: earlier callers catch it as an HTTPError.
+        hint = f"IMS has no job {job_id}; check the job id (or IMS_JOB_ID)"
+        raise ImsApiError(err.method, err.path, err.status, hint, response=err.response) from None
 
 
 def set_job_status(services: Services, ims_job_id: str, job_status: str) -> Dict[str, Any]:

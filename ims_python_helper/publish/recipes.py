@@ -11,7 +11,7 @@ from ..clients.ims import Record
 from ..clients.storage import ObjectInfo
 from ..errors import StorageError
 from ..vocabulary import RECIPE_ARTIFACT_TYPE, RECIPE_KEY
-from .checks import check_arch, check_distro, check_file, check_gzipped_tar, check_name, check_templates, check_uuid
+from .checks import check_arch, check_distro, check_file, check_name, check_templates, check_uuid, recipe_md5
 from .manifest import ArtifactLink
 from .transfer import ArtifactUpload
 from .workflow import Cleanup, Services, find_reusable
@@ -80,7 +80,7 @@ def check_recipe(
     check_arch(arch)
     path, size = check_file(filepath, "recipe")
     # The archive check reads the whole file anyway; its md5 saves hashing it again below.
-    services.remember_md5(path, check_gzipped_tar(path))
+    services.remember_md5(path, recipe_md5(path))
     templates = check_templates(template_dictionary)
     return RecipeRequest(name, distro, templates, arch, require_dkms, path, size)
 
