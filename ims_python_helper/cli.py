@@ -37,6 +37,8 @@ from .publish.checks import NO_ROOTFS, LocalArtifact, check_file, check_name, ch
 from .vocabulary import ARCHES, ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET, JOB_STATUSES, RECIPE_DISTROS
 
 PROG = "ims_python_helper"
+#: The options the command line offers (the others are the job pods' own: their entry modules read them).
+CLI_OPTIONS = tuple(option for option in OPTIONS if not option.pod_only)
 LOGGER = logging.getLogger("ims_python_helper.cli")
 
 
@@ -56,7 +58,9 @@ Handler = Callable[[argparse.Namespace, Environment], Union[int, Dict[str, Any]]
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
     """Global options are accepted before or after the sub-command, as earlier clients allowed."""
     group = parser.add_argument_group("global options (flag, then environment, then mounted file, then default)")
-    for option in OPTIONS:
+    for option in CLI_OPTIONS:
+        if not option.flags:  # read from the environment only (IMS_JOB_ID: the commands take the job as an argument)
+            continue
         _add_option(group, option)
         if option.file_flag:
             group.add_argument(
@@ -208,8 +212,8 @@ def _recipe_upload_arguments(recipe_upload: Any) -> None:
 
 def _resolve(args: argparse.Namespace, env: Environment) -> Settings:
     """Settings from the parsed global options and the environment."""
-    raw = {o.dest: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
-    for option in OPTIONS:
+    raw = {o.dest: getattr(args, o.dest) for o in CLI_OPTIONS if o.flags and hasattr(args, o.dest)}
+    for option in CLI_OPTIONS:
         dest = file_dest(option)
         if dest and hasattr(args, dest):
             raw[dest] = getattr(args, dest)
@@ -251,7 +255,7 @@ def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None) 
 @client_command
 def run_upload_artifacts(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image upload_artifacts``."""
-    job_id = job_id_from(args.ims_job_id, env.environ)
+    job_id = job_id_from(args.ims_job_id, settings.ims_job_id)
     artifacts = _checked_artifacts(args)
     helper = _helper(settings, env)
     try:
@@ -305,7 +309,7 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
         templates[key] = value
     check_name(args.recipe_name, "recipe name")  # the local checks first: nothing is contacted for bad input
     check_file(args.recipe_file, "recipe")
-    explicit_bucket = getattr(args, "s3_bucket", None) or env.environ.get("S3_BUCKET")
+    explicit_bucket = "s3_bucket" in settings.given
     helper = _helper(settings, env, bucket=None if explicit_bucket else DEFAULT_RECIPE_BUCKET)
     record = helper.recipe_upload(
         args.recipe_name,
@@ -322,20 +326,20 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
 def run_image_fetch(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image fetch``: a customization job's fetch step."""
     progress = make_progress(settings.progress, env.stderr, "download")
-    return image_fetch(args, settings.step_settings(), progress, env.environ)
+    return image_fetch(args, settings.step_settings(), progress)
 
 
 @client_command
 def run_recipe_fetch(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``recipe fetch``: an image-build job's fetch step."""
     progress = make_progress(settings.progress, env.stderr, "download")
-    return recipe_fetch(args, settings.step_settings(), progress, env.environ)
+    return recipe_fetch(args, settings.step_settings(), progress)
 
 
 @client_command
 def run_wait_for_repos(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``recipe wait_for_repos``: an image-build job's wait step."""
-    return recipe_wait_for_repos(args, settings.step_settings(), env.environ)
+    return recipe_wait_for_repos(args, settings.step_settings())
 
 
 # -- main -------------------------------------------------------------------------

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+from .clients.defaults import (
+    DEFAULT_ADDRESSING_STYLE,
+    DEFAULT_CHECKSUM_MODE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PART_SIZE,
+    MIB,
+)
 from .clients.oauth import DEFAULT_OAUTH_CONFIG_DIR, OAuthSettings
-from .clients.storage import S3Settings
 from .clients.transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
 from .cmdline import parsers
-from .cmdline.parsers import MIB
-from .cmdline.steps import StepSettings
 from .errors import ConfigError, UsageError
-from .helper import HelperSettings
+from .pod.job import DEFAULT_CA_CERT, DEFAULT_REPO_POLL_INTERVAL, DEFAULT_REPO_TIMEOUT, StepSettings
 from .pod.template import DEFAULT_DICTIONARY_PATH
-from .publish.transfer import TransferOptions
 from .vocabulary import ARCHES, DEFAULT_IMAGE_BUCKET, DEFAULT_IMS_API_URL  # noqa: F401  (ARCHES: the local IMS, for now)
+
+if TYPE_CHECKING:  # boto3 comes with these: the pod entries read this table without loading it
+    from .clients.storage import S3Settings
+    from .publish.transfer import TransferOptions
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 CHECKSUM_MODES = ("when_required", "when_supported")
@@ -53,6 +60,8 @@ class Option:
     file_env: Optional[str] = None
     #: Option is a switch without a value.
     is_switch: bool = False
+    #: Read by the job-pod entry modules only (``fetch``, ``wait_for_kiwi_repos``): no flag, and the CLI ignores it.
+    pod_only: bool = False
 
 
 # A table read as rows: one option per entry, formatted by hand (ruff would put every argument on its own line).
@@ -90,13 +99,13 @@ OPTIONS: Tuple[Option, ...] = (
            default=DEFAULT_IMAGE_BUCKET, metavar="BUCKET"),
     Option("s3_checksum", ("--s3-checksum",),
            "botocore request/response checksum mode; when_required suits Ceph RGW", ("S3_CHECKSUM_MODE",),
-           default=S3Settings.checksum_mode, parse=parsers.choice(CHECKSUM_MODES), choices=CHECKSUM_MODES),
+           default=DEFAULT_CHECKSUM_MODE, parse=parsers.choice(CHECKSUM_MODES), choices=CHECKSUM_MODES),
     Option("s3_addressing_style", ("--s3-addressing-style",), "S3 bucket addressing style", ("S3_ADDRESSING_STYLE",),
-           default=S3Settings.addressing_style, parse=parsers.choice(ADDRESSING_STYLES), choices=ADDRESSING_STYLES),
+           default=DEFAULT_ADDRESSING_STYLE, parse=parsers.choice(ADDRESSING_STYLES), choices=ADDRESSING_STYLES),
     Option("part_size_mb", ("--part-size",), "multipart part size in MiB (5-5120)", ("IMS_PART_SIZE_MB",),
-           default=TransferOptions.part_size // MIB, parse=parsers.part_size_mib, metavar="MIB"),
+           default=DEFAULT_PART_SIZE // MIB, parse=parsers.part_size_mib, metavar="MIB"),
     Option("concurrency", ("--concurrency",), "parallel S3 requests across all artifacts", ("IMS_UPLOAD_CONCURRENCY",),
-           default=TransferOptions.concurrency, parse=parsers.concurrency, metavar="N"),
+           default=DEFAULT_CONCURRENCY, parse=parsers.concurrency, metavar="N"),
     Option("sha256", ("--sha256",), "also compute SHA-256 while uploading and record it in object metadata",
            ("IMS_SHA256",), default=False, parse=parsers.boolean, is_switch=True),
     Option("progress", ("--progress",), "progress display: bars on a terminal, periodic log lines otherwise",
@@ -107,9 +116,16 @@ OPTIONS: Tuple[Option, ...] = (
            "recipe fetch: YAML mapping of the recipe's template values", ("TEMPLATE_DICTIONARY_PATH",),
            default=DEFAULT_DICTIONARY_PATH, metavar="PATH"),
     Option("repo_timeout", ("--repo-timeout",), "recipe wait_for_repos: seconds to wait for the repositories",
-           ("IMS_REPO_TIMEOUT",), default=500.0, parse=parsers.positive_float, metavar="SECONDS"),
+           ("IMS_REPO_TIMEOUT",), default=DEFAULT_REPO_TIMEOUT, parse=parsers.positive_float, metavar="SECONDS"),
     Option("repo_poll_interval", ("--repo-poll-interval",), "recipe wait_for_repos: seconds between polls",
-           ("REPO_POLL_INTERVAL",), default=5.0, parse=parsers.positive_float, metavar="SECONDS"),
+           ("REPO_POLL_INTERVAL",), default=DEFAULT_REPO_POLL_INTERVAL, parse=parsers.positive_float,
+           metavar="SECONDS"),
+    Option("ims_job_id", (), "the IMS job to report to when a command names none (the job pods' job)",
+           ("IMS_JOB_ID",)),
+    Option("recipe_root", (), "job pods (wait_for_kiwi_repos): directory of the fetched recipe",
+           ("RECIPE_ROOT_PARENT",), pod_only=True),
+    Option("pod_repo_timeout", (), "job pods (wait_for_kiwi_repos): seconds to wait for the repositories",
+           ("TIMEOUT",), default=DEFAULT_REPO_TIMEOUT, parse=parsers.positive_float, pod_only=True),
 )
 # fmt: on
 
@@ -117,6 +133,19 @@ OPTIONS: Tuple[Option, ...] = (
 def _default(dest: str) -> Any:
     """The option table's default for ``dest`` (so ``Settings`` restates none)."""
     return next(option.default for option in OPTIONS if option.dest == dest)
+
+
+@dataclass(frozen=True)
+class HelperSettings:
+    """Everything ``ImsHelper.from_settings`` needs, as the option table builds it."""
+
+    ims_url: str
+    timeout: float
+    #: Seconds the whole run may take, or None for no limit.
+    deadline: Optional[float]
+    oauth: OAuthSettings
+    s3: S3Settings
+    transfer: TransferOptions
 
 
 @dataclass(frozen=True)
@@ -147,8 +176,12 @@ class Settings:
     template_dictionary_file: str = _default("template_dictionary_file")
     repo_timeout: float = _default("repo_timeout")
     repo_poll_interval: float = _default("repo_poll_interval")
+    #: ``IMS_JOB_ID``: the job of a command that names none.
+    ims_job_id: Optional[str] = None
     #: Names of secrets that were given on the command line (for the warning).
     secrets_on_argv: Tuple[str, ...] = ()
+    #: The settings given by a flag, variable or file rather than left at their default.
+    given: Tuple[str, ...] = ()
 
     @property
     def part_size(self) -> int:
@@ -169,10 +202,14 @@ class Settings:
             template_dictionary=self.template_dictionary_file,
             repo_timeout=self.repo_timeout,
             repo_poll_interval=self.repo_poll_interval,
+            ims_job_id=self.ims_job_id,
         )
 
     def helper_settings(self, bucket: Optional[str] = None) -> HelperSettings:
         """The objects the layers below take (OAuth, S3, transfer), with another bucket when given."""
+        from .clients.storage import S3Settings
+        from .publish.transfer import TransferOptions
+
         transfer = TransferOptions(part_size=self.part_size, concurrency=self.concurrency, sha256=self.sha256)
         oauth = OAuthSettings(self.oauth_client_id, self.oauth_client_secret, self.token_url, self.cert, self.timeout)
         s3 = S3Settings(
@@ -224,7 +261,7 @@ def _from_environment(option: Option, env: Mapping[str, str], config_dir: str) -
 def _raw_value(option: Option, flags: Mapping[str, Any], env: Mapping[str, str], config_dir: str) -> Tuple[Any, str]:
     """An option's raw value and where it came from, by precedence: flag, file flag, environment, mounted file."""
     if flags.get(option.dest) is not None:
-        return flags[option.dest], option.flags[-1]
+        return flags[option.dest], option.flags[-1] if option.flags else option.dest
     dest = file_dest(option)
     if dest and flags.get(dest):
         return _read_secret_file(flags[dest], option.file_flag or ""), option.file_flag or ""
@@ -252,24 +289,128 @@ def _secrets_on_argv(flags: Mapping[str, Any]) -> Tuple[str, ...]:
     return tuple(o.flags[-1] for o in OPTIONS if o.secret and flags.get(o.dest) is not None)
 
 
+def _resolve(
+    options: Sequence[Option], flags: Mapping[str, Any], env: Mapping[str, str]
+) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The parsed value of each option, and where each value that was given came from."""
+    config_dir = _config_dir(flags, env)
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    for option in options:
+        raw, source = _raw_value(option, flags, env, config_dir)
+        values[option.dest] = _parsed(option, raw, source)
+        if raw is not None:
+            sources[option.dest] = source
+    return values, sources
+
+
+def _check_cert(cert: Optional[str], source: str) -> None:
+    if cert and not os.path.isfile(cert):
+        raise ConfigError(f"CA bundle {cert!r} (from {source}) is not a readable file; mount the CA or fix {source}")
+
+
+def _s3_verify(values: Mapping[str, Any], sources: Mapping[str, str]) -> Union[bool, str]:
+    """S3 (and download) TLS verification: the off words, CA paths and CA_CERT rule of ``parse_ssl_verify``."""
+    verify = parse_ssl_verify(values["s3_ssl_verify"], sources.get("s3_ssl_verify", "S3_SSL_VERIFY"))
+    return s3_verify_with_ca(verify, values["cert"])
+
+
 def resolve_settings(flags: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> Settings:
     """Build ``Settings`` from parsed flags (dest to raw string; absent when not given) and the environment.
 
     Raises ``UsageError`` when a value has the wrong shape.
     """
     env = os.environ if environ is None else environ
-    config_dir = _config_dir(flags, env)
-    values: Dict[str, Any] = {}
-    for option in OPTIONS:
-        raw, source = _raw_value(option, flags, env, config_dir)
-        values[option.dest] = _parsed(option, raw, source)
-
-    values["s3_ssl_verify"] = s3_verify_with_ca(parse_ssl_verify(values["s3_ssl_verify"]), values["cert"])
-    if values["cert"] and not os.path.isfile(values["cert"]):
-        raise ConfigError(f"CA bundle {values['cert']!r} (from --cert/CA_CERT) is not a readable file")
+    values, sources = _resolve([o for o in OPTIONS if not o.pod_only], flags, env)
+    _check_cert(values["cert"], sources.get("cert", "--cert/CA_CERT"))
+    values["s3_ssl_verify"] = _s3_verify(values, sources)
     values["secrets_on_argv"] = _secrets_on_argv(flags)
+    values["given"] = tuple(sources)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+# -- the job pods: their environment and mounted files, through the same table -----------
+
+#: What the pod entries read; the credentials and ``CA_CERT`` alone suffice to report a failure.
+POD_JOB_OPTIONS = ("ims_job_id", "ims_url", "cert", "oauth_client_id", "oauth_client_secret", "token_url")
+POD_STEP_OPTIONS = ("log_level", "s3_ssl_verify", "progress", "download_md5", "template_dictionary_file")
+POD_OPTIONS = (*POD_JOB_OPTIONS, *POD_STEP_OPTIONS, "recipe_root", "pod_repo_timeout", "repo_poll_interval")
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """What a job pod's steps need, resolved once from its environment and mounted files."""
+
+    ims_job_id: str
+    ims_url: str
+    #: CA bundle for IMS and the token endpoint: ``CA_CERT``, else the platform CA when mounted, else None.
+    ca_cert: Optional[str]
+    oauth: OAuthSettings
+    #: Where the credentials were looked for, for the error that says what is missing.
+    oauth_config_dir: str
+    #: TLS verification of the download: ``S3_SSL_VERIFY`` (an off word, a CA path), else as IMS.
+    download_verify: Union[bool, str]
+    download_md5: Optional[str]
+    template_dictionary: str
+    progress: str
+    recipe_root: str
+    repo_timeout: float
+    repo_poll_interval: float
+
+
+def _options(names: Sequence[str]) -> Tuple[Option, ...]:
+    return tuple(option for option in OPTIONS if option.dest in names)
+
+
+def resolve_pod_settings(
+    environ: Optional[Mapping[str, str]] = None, names: Sequence[str] = POD_OPTIONS
+) -> PodSettings:
+    """The pod's settings (``names``: the options to read, the others keep their defaults); errors name the variable."""
+    env = os.environ if environ is None else environ
+    values, sources = _resolve(_options(names), {}, env)
+    values = {**{option.dest: option.default for option in OPTIONS}, **values}
+    _check_cert(values["cert"], "CA_CERT")
+    values["cert"] = values["cert"] or (DEFAULT_CA_CERT if os.path.isfile(DEFAULT_CA_CERT) else None)
+    oauth = OAuthSettings(values["oauth_client_id"], values["oauth_client_secret"], values["token_url"])
+    return PodSettings(
+        values["ims_job_id"] or "",
+        values["ims_url"],
+        values["cert"],
+        oauth,
+        _config_dir({}, env),
+        _s3_verify(values, sources),
+        values["download_md5"],
+        values["template_dictionary_file"],
+        values["progress"],
+        values["recipe_root"] or "",
+        values["pod_repo_timeout"],
+        values["repo_poll_interval"],
+    )
+
+
+def _env_value(dest: str, environ: Optional[Mapping[str, str]]) -> Any:
+    return _resolve(_options((dest,)), {}, os.environ if environ is None else environ)[0][dest]
+
+
+def pod_log_level(environ: Optional[Mapping[str, str]] = None) -> str:
+    """The pod's ``LOG_LEVEL``; INFO when it is not a level (resolving the settings then says what is wrong)."""
+    try:
+        return str(_env_value("log_level", environ))
+    except UsageError:
+        return "INFO"
+
+
+def admin_client_auth(environ: Optional[Mapping[str, str]] = None) -> Tuple[OAuthSettings, str]:
+    """The admin client's credentials (env vars, else files in ``OAUTH_CONFIG_DIR``) and that directory."""
+    pod = resolve_pod_settings(environ, ("oauth_client_id", "oauth_client_secret", "token_url"))
+    return pod.oauth, pod.oauth_config_dir
+
+
+def platform_ca_cert(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """``CA_CERT`` when it names a file (the library's S3 "true" verifies against it), else None."""
+    cert = _env_value("cert", environ)
+    return cert if cert and os.path.isfile(cert) else None
 
 
 def file_dest(option: Option) -> Optional[str]:

@@ -11,8 +11,9 @@ Pod scripts call ``wait_for_kiwi_repos(...)`` (returns 0 or 1, sets the job to
     python -m ims_python_helper.wait_for_kiwi_repos
 
 reading ``RECIPE_ROOT_PARENT``, ``IMS_JOB_ID``, ``IMS_URL``, ``CA_CERT`` and
-``TIMEOUT`` (seconds, default 500) and exiting with the result
-(``REPO_POLL_INTERVAL`` sets the seconds between rounds, default 5).
+``TIMEOUT`` (seconds, default 500) through the option table (``config``) and
+exiting with the result (``REPO_POLL_INTERVAL`` sets the seconds between
+rounds, default 5).
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ import requests
 from .clients.oauth import Deadline
 from .clients.redact import redact
 from .clients.transport import check_transport, describe_request_error
+from .config import admin_client_auth, pod_log_level, resolve_pod_settings
 from .errors import ConfigError, DeadlineExceeded, ImsHelperError, InputError
-from .pod.job import JobStatus, configure_logging, ims_session, ims_url_from_env
+from .pod import job as pod_job
+from .pod.job import DEFAULT_REPO_POLL_INTERVAL, DEFAULT_REPO_TIMEOUT, JobStatus, configure_logging, step_status
 
 LOGGER = logging.getLogger(__name__)
 
 #: The job status this step reports.
 IMS_JOB_STATUS = "waiting_for_repos"
-DEFAULT_TIMEOUT = 500
+DEFAULT_TIMEOUT = DEFAULT_REPO_TIMEOUT
 #: Seconds between polling rounds (cut to what the timeout leaves).
-POLL_INTERVAL = 5.0
+POLL_INTERVAL = DEFAULT_REPO_POLL_INTERVAL
 #: Largest config.xml read.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -137,6 +140,11 @@ def wait_for_repos(
         time.sleep(min(POLL_INTERVAL if poll_interval is None else poll_interval, left))
 
 
+def ims_session(ca_cert: Optional[str], timeout: float = 60.0, deadline: Optional[Deadline] = None) -> requests.Session:
+    """An OAuth2 session with the admin client's credentials (``OAUTH_*`` env or ``OAUTH_CONFIG_DIR`` files)."""
+    return pod_job.ims_session(ca_cert, timeout, deadline, oauth=admin_client_auth()[0])
+
+
 def wait_for_kiwi_repos(
     ims_job_id: str,
     ims_url: str,
@@ -144,49 +152,45 @@ def wait_for_kiwi_repos(
     recipe_root: str,
     timeout: float,
     logger: logging.Logger,
+    *,
+    poll_interval: Optional[float] = None,
 ) -> int:
     """The pods' call: set the job to ``waiting_for_repos`` and wait.
 
     Returns 0 when all repositories answer, else 1 with the job set to ``error``.
     """
-    job = None
-    try:
-        job = JobStatus(ims_job_id, ims_url, ca_cert, logger)
-        job.set(IMS_JOB_STATUS)
-        wait_for_repos(job.client.session, recipe_root, float(timeout), logger)
-        return 0
-    except ImsHelperError as err:
-        logger.error("%s", err)
-    except Exception as err:  # the job must still be marked failed
-        logger.error("unexpected failure: %s: %s", type(err).__name__, " ".join(redact(str(err)).split())[:300])
-    if job is not None:
-        job.set_error_quietly()
-    return 1
+    made: List[JobStatus] = []
+
+    def step() -> None:
+        made.append(JobStatus(ims_job_id, ims_url, ca_cert, logger, admin_client_auth()[0]))
+        made[0].set(IMS_JOB_STATUS)
+        wait_for_repos(made[0].client.session, recipe_root, float(timeout), logger, poll_interval=poll_interval)
+
+    def made_job() -> Optional[JobStatus]:
+        return made[0] if made else None
+
+    return step_status(step, made_job, logger)
 
 
 def main() -> int:
-    """The pod script: settings from the environment, exit status from ``wait_for_kiwi_repos``."""
-    configure_logging()
+    """The pod script: settings from the environment (through the option table), exit status from the wait."""
+    configure_logging(pod_log_level())
     try:
-        timeout = float(os.environ.get("TIMEOUT") or DEFAULT_TIMEOUT)
-    except ValueError:
-        LOGGER.error("TIMEOUT=%r is not a number of seconds", os.environ.get("TIMEOUT"))
+        pod = resolve_pod_settings()
+    except ImsHelperError as err:
+        LOGGER.error("%s", err)
         return 1
-    recipe_root = os.environ.get("RECIPE_ROOT_PARENT", "")
-    if not recipe_root:
+    if not pod.recipe_root:
         LOGGER.error("RECIPE_ROOT_PARENT is not set; point it at the fetched recipe")
         return 1
-    from .pod import job as jobpod
-
-    global POLL_INTERVAL
-    POLL_INTERVAL = float(os.environ.get("REPO_POLL_INTERVAL") or POLL_INTERVAL)
     return wait_for_kiwi_repos(
-        os.environ.get("IMS_JOB_ID", ""),
-        ims_url_from_env(),
-        os.environ.get("CA_CERT", jobpod.DEFAULT_CA_CERT),
-        recipe_root,
-        timeout,
+        pod.ims_job_id,
+        pod.ims_url,
+        pod.ca_cert,
+        pod.recipe_root,
+        pod.repo_timeout,
         LOGGER,
+        poll_interval=pod.repo_poll_interval,
     )
 
 

@@ -7,7 +7,6 @@ from typing import Any, Callable, Sequence
 
 from ..clients.transport import OFF_WORDS, ON_WORDS
 
-MIB = 1024 * 1024
 #: Most parallel S3 requests allowed (memory is bounded by part size times this).
 MAX_CONCURRENCY = 64
 
