@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from .clients.oauth import Deadline
+from .clients.transport import ON_WORDS
 from .config import POD_JOB_OPTIONS, PodSettings, pod_log_level, resolve_pod_settings
 from .errors import ConfigError, InputError
 from .pod.download import DownloadOptions, download_file
@@ -50,8 +51,8 @@ SIGNAL_FILES = ("ready", "complete", "exiting")
 IMAGE_ARCHIVE = "image.sqsh"
 IMAGE_ROOT = "image-root"
 RECIPE_ARCHIVE = "recipe.tgz"
-#: Words that mean "unpack" in the pods' ``--image UNPACK`` argument.
-TRUE_WORDS = ("true", "1", "t", "y", "yes")
+#: Words that mean "unpack" in the pods' ``--image UNPACK`` argument: the on words every switch takes.
+TRUE_WORDS = ON_WORDS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -245,7 +246,7 @@ class FetchRecipe(FetchBase):
 
 
 def is_true(word: str) -> bool:
-    """The pods' boolean words: true, 1, t, y (any case)."""
+    """The pods' boolean words: true, 1, t, y, yes, on (any case)."""
     return word.strip().lower() in TRUE_WORDS
 
 

@@ -33,8 +33,8 @@ from .clients.redact import redact
 from .clients.transport import check_transport, describe_request_error
 from .config import admin_client_auth, pod_log_level, resolve_pod_settings
 from .errors import ConfigError, DeadlineExceeded, ImsHelperError, InputError
-from .pod import job as pod_job
 from .pod.job import DEFAULT_REPO_POLL_INTERVAL, DEFAULT_REPO_TIMEOUT, JobStatus, configure_logging, step_status
+from .pod.job import ims_session as pod_ims_session
 
 LOGGER = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def wait_for_repos(
 
 def ims_session(ca_cert: Optional[str], timeout: float = 60.0, deadline: Optional[Deadline] = None) -> requests.Session:
     """An OAuth2 session with the admin client's credentials (``OAUTH_*`` env or ``OAUTH_CONFIG_DIR`` files)."""
-    return pod_job.ims_session(ca_cert, timeout, deadline, oauth=admin_client_auth()[0])
+    return pod_ims_session(ca_cert, timeout, deadline, oauth=admin_client_auth()[0])
 
 
 def wait_for_kiwi_repos(
