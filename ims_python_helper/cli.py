@@ -20,7 +20,8 @@ from . import __version__
 from .admin.import_ import check_bundle
 from .clients.redact import install_log_redaction, redact
 from .cmdline.admin import ADMIN_TEXTS, export_arguments, import_arguments, verify_arguments
-from .cmdline.arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from, uuid_argument
+from .cmdline.arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from
+from .cmdline.publishing import recipe_upload_arguments, status_arguments, upload_arguments
 from .cmdline.signals import SignalGuard, exit_process, write_final_line
 from .cmdline.steps import (
     STEP_TEXTS,
@@ -36,9 +37,11 @@ from .errors import ExitStatus, ImsHelperError, Interrupted, UsageError  # noqa:
 from .helper import ImsHelper
 from .progress import make_progress
 from .publish.checks import NO_ROOTFS, LocalArtifact, check_file, check_gzipped_tar, check_name, check_publish
-from .vocabulary import ARCHES, ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET, JOB_STATUSES, RECIPE_DISTROS
+from .vocabulary import ARTIFACT_KINDS, DEFAULT_RECIPE_BUCKET
 
 PROG = "ims_python_helper"
+#: The options the command line offers (the others are the job pods' own: their entry modules read them).
+CLI_OPTIONS = tuple(option for option in OPTIONS if not option.pod_only)
 LOGGER = logging.getLogger("ims_python_helper.cli")
 
 
@@ -58,7 +61,9 @@ Handler = Callable[[argparse.Namespace, Environment], Union[int, Dict[str, Any]]
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
     """Global options are accepted before or after the sub-command, as earlier clients allowed."""
     group = parser.add_argument_group("global options (flag, then environment, then mounted file, then default)")
-    for option in OPTIONS:
+    for option in CLI_OPTIONS:
+        if not option.flags:  # read from the environment only (IMS_JOB_ID: the commands take the job as an argument)
+            continue
         _add_option(group, option)
         if option.file_flag:
             group.add_argument(
@@ -147,84 +152,19 @@ def _command(
 
 def _add_image_commands(resources: Any) -> None:
     image_commands = _command_group(resources, "image", "publish and fetch images, update jobs")
-    _command(image_commands, "upload_artifacts", run_upload_artifacts, _upload_arguments)
-    _command(image_commands, "set_job_status", run_set_job_status, _status_arguments)
+    _command(image_commands, "upload_artifacts", run_upload_artifacts, upload_arguments)
+    _command(image_commands, "set_job_status", run_set_job_status, status_arguments)
     _command(image_commands, "fetch", run_image_fetch, image_fetch_arguments, "image fetch")
     _command(image_commands, "verify", run_image_verify, verify_arguments, "image verify")
     _command(image_commands, "export", run_image_export, export_arguments, "image export")
     _command(image_commands, "import", run_image_import, import_arguments, "image import")
 
 
-def known(values: Tuple[str, ...]) -> str:
-    """Help text for a value IMS judges: the ones known today, without refusing others (a newer IMS may add some)."""
-    return f"{', '.join(values)} or another your IMS accepts"
-
-
-def _upload_arguments(upload: Any) -> None:
-    upload.add_argument("image_name", help="name of the image record")
-    upload.add_argument(
-        "ims_job_id", nargs="?", type=uuid_argument, default=None, help="IMS job to update (default: IMS_JOB_ID)"
-    )
-    for kind in ARTIFACT_KINDS:
-        upload.add_argument(
-            *kind.flags,
-            dest=kind.name,
-            action="append",
-            metavar="FILE",
-            help=f"{kind.help} file, stored as IMAGE_ID/{kind.key}",
-        )
-    upload.add_argument(
-        "--arch",
-        action=StoreOnce,
-        default=None,
-        metavar="ARCH",
-        help=f"architecture of the image: {known(ARCHES)} (IMS default: x86_64)",
-    )
-    upload.add_argument(
-        "--skip-existing",
-        action=SwitchOnce,
-        default=None,
-        help="return an image of this name that already holds these files instead of uploading",
-    )
-    upload.add_argument(
-        "--set-job-error", action=SwitchOnce, default=None, help="when the publish fails, set the job's status to error"
-    )
-
-
-def _status_arguments(status: Any) -> None:
-    status.add_argument("ims_job_id", type=uuid_argument, help="IMS job id")
-    status.add_argument("job_status", metavar="STATUS", help=f"the job's new status: {known(JOB_STATUSES)}")
-
-
 def _add_recipe_commands(resources: Any) -> None:
     recipe_commands = _command_group(resources, "recipe", "load and fetch recipes, wait for their repositories")
-    _command(recipe_commands, "upload", run_recipe_upload, _recipe_upload_arguments)
+    _command(recipe_commands, "upload", run_recipe_upload, recipe_upload_arguments)
     _command(recipe_commands, "fetch", run_recipe_fetch, recipe_fetch_arguments, "recipe fetch")
     _command(recipe_commands, "wait_for_repos", run_wait_for_repos, wait_arguments)
-
-
-def _recipe_upload_arguments(recipe_upload: Any) -> None:
-    recipe_upload.add_argument("recipe_name", help="name of the recipe record")
-    recipe_upload.add_argument("recipe_file", help="gzipped tar archive (.tar.gz)")
-    recipe_upload.add_argument(
-        "--distro",
-        required=True,
-        action=StoreOnce,
-        default=None,
-        metavar="DISTRO",
-        help=f"Linux distribution of the recipe: {known(RECIPE_DISTROS)}",
-    )
-    recipe_upload.add_argument(
-        "--template-dictionary",
-        action="append",
-        default=None,
-        metavar="KEY=VALUE",
-        help="a template value; repeat for several",
-    )
-    recipe_upload.add_argument(
-        "--arch", action=StoreOnce, default=None, metavar="ARCH", help=f"architecture of the recipe: {known(ARCHES)}"
-    )
-    recipe_upload.add_argument("--require-dkms", action=SwitchOnce, default=None)
 
 
 # -- handlers: each turns parsed arguments into one library call --------------------
@@ -232,8 +172,8 @@ def _recipe_upload_arguments(recipe_upload: Any) -> None:
 
 def _resolve(args: argparse.Namespace, env: Environment) -> Settings:
     """Settings from the parsed global options and the environment."""
-    raw = {o.dest: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
-    for option in OPTIONS:
+    raw = {o.dest: getattr(args, o.dest) for o in CLI_OPTIONS if o.flags and hasattr(args, o.dest)}
+    for option in CLI_OPTIONS:
         dest = file_dest(option)
         if dest and hasattr(args, dest):
             raw[dest] = getattr(args, dest)
@@ -275,7 +215,7 @@ def _helper(settings: Settings, env: Environment, bucket: Optional[str] = None, 
 @client_command
 def run_upload_artifacts(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image upload_artifacts``."""
-    job_id = job_id_from(args.ims_job_id, env.environ)
+    job_id = job_id_from(args.ims_job_id, settings.ims_job_id)
     artifacts = _checked_artifacts(args)
     helper = _helper(settings, env)
     try:
@@ -330,7 +270,7 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
     check_name(args.recipe_name, "recipe name")  # the local checks first: nothing is contacted for bad input
     path, _size = check_file(args.recipe_file, "recipe")
     check_gzipped_tar(path)  # the library only warns (earlier clients uploaded any file); the CLI refuses
-    explicit_bucket = getattr(args, "s3_bucket", None) or env.environ.get("S3_BUCKET")
+    explicit_bucket = "s3_bucket" in settings.given
     helper = _helper(settings, env, bucket=None if explicit_bucket else DEFAULT_RECIPE_BUCKET)
     record = helper.recipe_upload(
         args.recipe_name,
@@ -347,20 +287,20 @@ def run_recipe_upload(args: argparse.Namespace, settings: Settings, env: Environ
 def run_image_fetch(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``image fetch``: a customization job's fetch step."""
     progress = make_progress(settings.progress, env.stderr, "download")
-    return image_fetch(args, settings.step_settings(), progress, env.environ)
+    return image_fetch(args, settings.step_settings(), progress)
 
 
 @client_command
 def run_recipe_fetch(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``recipe fetch``: an image-build job's fetch step."""
     progress = make_progress(settings.progress, env.stderr, "download")
-    return recipe_fetch(args, settings.step_settings(), progress, env.environ)
+    return recipe_fetch(args, settings.step_settings(), progress)
 
 
 @client_command
 def run_wait_for_repos(args: argparse.Namespace, settings: Settings, env: Environment) -> Dict[str, Any]:
     """``recipe wait_for_repos``: an image-build job's wait step."""
-    return recipe_wait_for_repos(args, settings.step_settings(), env.environ)
+    return recipe_wait_for_repos(args, settings.step_settings())
 
 
 @client_command

@@ -31,16 +31,15 @@ def legacy_s3_endpoint(s3_endpoint: Optional[str], extra: Dict[str, Any]) -> Opt
     return s3_endpoint or s3_host
 
 
-def platform_ca(session: Optional[requests.Session], environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The CA bundle a library caller trusts for the platform: its session's, else ``CA_CERT`` when that is a file.
+def platform_ca(session: Optional[requests.Session], ca_cert: Optional[str] = None) -> Optional[str]:
+    """The CA bundle a library caller trusts for the platform: its session's, else ``ca_cert`` when that is a file.
 
-    ``s3_ssl_verify`` "true" (or not given) verifies S3 against it, as the CLI does with --cert/CA_CERT.
+    ``ca_cert`` is ``CA_CERT`` as the entry (``ImsHelper``) read it through the option table. ``s3_ssl_verify``
+    "true" (or not given) verifies S3 against the result, as the CLI does with --cert/CA_CERT.
     """
     verify = getattr(session, "verify", None)
     if isinstance(verify, str) and os.path.isfile(verify):
         return verify
-    env = os.environ if environ is None else environ
-    ca_cert = env.get("CA_CERT", "")
     return ca_cert if ca_cert and os.path.isfile(ca_cert) else None
 
 

@@ -10,10 +10,12 @@ Also a script::
     python -m ims_python_helper.fetch --image UNPACK PATH URL
     python -m ims_python_helper.fetch --recipe True PATH URL
 
-Environment: ``IMS_JOB_ID`` (required), ``IMS_URL``, ``CA_CERT``,
-``OAUTH_CONFIG_DIR`` or ``OAUTH_CLIENT_ID``/``OAUTH_CLIENT_SECRET``/``OAUTH_CLIENT_ENDPOINT``,
+Environment, read when ``run()`` runs, through the option table (``config``):
+``IMS_JOB_ID`` (required), ``IMS_URL``, ``CA_CERT``, ``OAUTH_CONFIG_DIR`` or
+``OAUTH_CLIENT_ID``/``OAUTH_CLIENT_SECRET``/``OAUTH_CLIENT_ENDPOINT``,
 ``DOWNLOAD_MD5SUM``, ``S3_SSL_VERIFY`` (an off word switches download TLS
-verification off), ``LOG_LEVEL``.
+verification off, as it does for a publish), ``TEMPLATE_DICTIONARY_PATH``,
+``IMS_PROGRESS``, ``LOG_LEVEL``.
 """
 
 from __future__ import annotations
@@ -26,21 +28,22 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from .clients.oauth import Deadline
+from .clients.transport import ON_WORDS
+from .config import POD_JOB_OPTIONS, PodSettings, pod_log_level, resolve_pod_settings
 from .errors import ConfigError, InputError
 from .pod.download import DownloadOptions, download_file
 from .pod.extract import safe_extract
-from .pod.job import DEFAULT_CA_CERT, JobStatus, configure_logging, download_verify, run_step
+from .pod.job import DEFAULT_CA_CERT, JobStatus, configure_logging, run_step
 from .pod.template import DEFAULT_DICTIONARY_PATH, template_recipe
 from .progress import Progress, make_progress
 from .vocabulary import DEFAULT_IMS_API_URL
 
-#: IMS base URL (read by the pod classes at run time, so callers may set it).
-IMS_URL = os.environ.get("IMS_URL", DEFAULT_IMS_API_URL)
-#: CA bundle for IMS, the token endpoint and the download.
-CA_CERT = os.environ.get("CA_CERT", DEFAULT_CA_CERT)
+#: The defaults of ``IMS_URL`` and ``CA_CERT`` (the pod's values are read when ``run()`` runs, not at import).
+IMS_URL = DEFAULT_IMS_API_URL
+CA_CERT = DEFAULT_CA_CERT
 LOGGER = logging.getLogger(__name__)
 
 #: Files the job's later containers use to signal each other; stale ones from an earlier attempt are removed.
@@ -48,8 +51,8 @@ SIGNAL_FILES = ("ready", "complete", "exiting")
 IMAGE_ARCHIVE = "image.sqsh"
 IMAGE_ROOT = "image-root"
 RECIPE_ARCHIVE = "recipe.tgz"
-#: Words that mean "unpack" in the pods' ``--image UNPACK`` argument.
-TRUE_WORDS = ("true", "1", "t", "y", "yes")
+#: Words that mean "unpack" in the pods' ``--image UNPACK`` argument: the on words every switch takes.
+TRUE_WORDS = ON_WORDS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -163,7 +166,7 @@ def fetch_recipe(
 
 
 class FetchBase:
-    """What the pod fetch classes share: the target directory, the URL and the pod's environment."""
+    """What the pod fetch classes share: the target directory, the URL and the pod's settings."""
 
     #: The job status this kind of fetch reports.
     job_status = ""
@@ -171,28 +174,55 @@ class FetchBase:
     def __init__(self, path: PathLike, url: str) -> None:
         self.path = os.fspath(path)
         self.url = url
-        self.ims_job_id = os.environ.get("IMS_JOB_ID", "")
-        self.download_md5sum = os.environ.get("DOWNLOAD_MD5SUM") or None
+        self._settings: Optional[PodSettings] = None
         self._job: Optional[JobStatus] = None
+
+    def settings(self) -> PodSettings:
+        """The pod's settings from its environment and mounted files (read once, on first use)."""
+        if self._settings is None:
+            self._settings = resolve_pod_settings()
+        return self._settings
+
+    @property
+    def ims_job_id(self) -> str:
+        """``IMS_JOB_ID``."""
+        return self.settings().ims_job_id
+
+    @property
+    def download_md5sum(self) -> Optional[str]:
+        """``DOWNLOAD_MD5SUM``, or None."""
+        return self.settings().download_md5
 
     def job(self) -> JobStatus:
         """The pod's IMS job (``IMS_JOB_ID`` at ``IMS_URL``, trusting ``CA_CERT``)."""
         if self._job is None:
-            self._job = JobStatus(self.ims_job_id, IMS_URL, CA_CERT, LOGGER)
+            pod = self.settings()
+            self._job = JobStatus(pod.ims_job_id, pod.ims_url, pod.ca_cert, LOGGER, pod.oauth)
+        return self._job
+
+    def _failed_job(self) -> Optional[JobStatus]:
+        """The job to set to ``error`` after a failure (also when a step's setting was what failed)."""
+        if self._job is None:
+            pod = self._settings or resolve_pod_settings(names=POD_JOB_OPTIONS)
+            if not pod.ims_job_id:
+                return None
+            self._job = JobStatus(pod.ims_job_id, pod.ims_url, pod.ca_cert, LOGGER, pod.oauth)
         return self._job
 
     def progress(self) -> Progress:
-        """Bars on a terminal, log lines in a pod."""
-        return make_progress(os.environ.get("IMS_PROGRESS", "auto"), sys.stderr, "download")
+        """Bars on a terminal, log lines in a pod (``IMS_PROGRESS``)."""
+        return make_progress(self.settings().progress, sys.stderr, "download")
 
     def options(self) -> FetchOptions:
         """The pod's fetch: its job, ``DOWNLOAD_MD5SUM``, TLS from ``S3_SSL_VERIFY``/``CA_CERT``, progress."""
-        verify = download_verify(CA_CERT)
-        return FetchOptions(self.job(), self.download_md5sum, verify, progress=self.progress(), logger=LOGGER)
+        pod = self.settings()
+        if pod.download_verify is False:
+            LOGGER.warning("TLS verification of downloads is switched off (S3_SSL_VERIFY/S3_SSL_VALIDATE)")
+        return FetchOptions(self.job(), pod.download_md5, pod.download_verify, progress=self.progress(), logger=LOGGER)
 
-    def _run(self, step: object) -> int:
-        configure_logging()
-        return run_step(step, self.job if self.ims_job_id else None, LOGGER)  # type: ignore[arg-type]
+    def _run(self, step: Callable[[], object]) -> int:
+        configure_logging(pod_log_level())
+        return run_step(step, self._failed_job, LOGGER)
 
 
 class FetchImage(FetchBase):
@@ -212,12 +242,11 @@ class FetchRecipe(FetchBase):
 
     def run(self) -> int:
         """Fetch the recipe; 0 on success, else ``SystemExit(1)`` after setting the job to ``error``."""
-        dictionary = os.environ.get("TEMPLATE_DICTIONARY_PATH") or DEFAULT_DICTIONARY_PATH
-        return self._run(lambda: fetch_recipe(self.path, self.url, dictionary, self.options()))
+        return self._run(lambda: fetch_recipe(self.path, self.url, self.settings().template_dictionary, self.options()))
 
 
 def is_true(word: str) -> bool:
-    """The pods' boolean words: true, 1, t, y (any case)."""
+    """The pods' boolean words: true, 1, t, y, yes, on (any case)."""
     return word.strip().lower() in TRUE_WORDS
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import requests
@@ -19,10 +18,11 @@ from .admin.export import ImageExporter
 from .admin.import_ import CheckedBundle, check_bundle, import_bundle
 from .admin.verify import ImageVerifier
 from .clients.ims import ImsClient, Record
-from .clients.oauth import ClientCredentialsSession, Deadline, OAuthSettings, build_retry, open_oauth_session
+from .clients.oauth import ClientCredentialsSession, Deadline, build_retry, open_oauth_session
 from .clients.storage import S3Settings, S3Storage
 from .clients.transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
 from .compat import LegacyCalls, legacy_s3_endpoint, platform_ca
+from .config import HelperSettings, platform_ca_cert
 from .progress import Progress
 from .publish.checks import (  # noqa: F401  (check_name, check_uuid: callers import them from here)
     LocalArtifact,
@@ -48,27 +48,13 @@ from .vocabulary import (  # noqa: F401  (JOB_STATUSES, RECIPE_DISTROS: callers 
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class HelperSettings:
-    """Everything ``ImsHelper.from_settings`` needs, as the option table builds it."""
-
-    ims_url: str
-    timeout: float
-    #: Seconds the whole run may take, or None for no limit.
-    deadline: Optional[float]
-    oauth: OAuthSettings
-    s3: S3Settings
-    transfer: TransferOptions
-
-
 class ImsHelper(LegacyCalls):
     """Publishes images and recipes into IMS and S3.
 
     The constructor keeps the keyword names earlier clients used; unknown
     keywords are accepted and ignored. ``session`` should already carry the
     bearer token (see ``ims_python_helper.session.create_oauth_session``).
-    ``s3_settings`` and ``transfer_options``, when given (``from_settings``
-    passes the ones the option table built), replace the S3 and upload keywords.
+    ``s3_settings``/``transfer_options`` (``from_settings`` passes them) replace the S3 and upload keywords.
     """
 
     def __init__(
@@ -103,7 +89,9 @@ class ImsHelper(LegacyCalls):
             bucket=s3_bucket or DEFAULT_IMAGE_BUCKET,
             access_key=s3_access_key,
             secret_key=s3_secret_key,
-            verify=s3_verify_with_ca(parse_ssl_verify(s3_ssl_verify), platform_ca(self.session)),
+            verify=s3_verify_with_ca(
+                parse_ssl_verify(s3_ssl_verify, "s3_ssl_verify"), platform_ca(self.session, platform_ca_cert())
+            ),
             checksum_mode=s3_checksum,
             addressing_style=s3_addressing_style,
             timeout=timeout,

@@ -16,32 +16,40 @@ Pod scripts call ``wait_for_kiwi_repos(...)`` (returns 0 or 1, sets the job to
     python -m ims_python_helper.wait_for_kiwi_repos
 
 reading ``RECIPE_ROOT_PARENT``, ``IMS_JOB_ID``, ``IMS_URL``, ``CA_CERT`` and
-``TIMEOUT`` (seconds, default 500) and exiting with the result
-(``REPO_POLL_INTERVAL`` sets the seconds between rounds, default 5).
+``TIMEOUT`` (seconds, default 500) through the option table (``config``) and
+exiting with the result (``REPO_POLL_INTERVAL`` sets the seconds between
+rounds, default 5).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import List, Optional, Sequence
 
 import requests
 
 from .clients.oauth import Deadline
-from .clients.redact import redact
+from .config import admin_client_auth, pod_log_level, pod_token_hosts, resolve_pod_settings
 from .errors import ImsHelperError
-from .pod import repos
-from .pod.job import JobStatus, configure_logging, ims_session, ims_url_from_env
+from .pod.job import JobStatus, configure_logging, step_status
+from .pod.job import ims_session as pod_ims_session
 from .pod.probe import RepoProbe, repomd_url
-from .pod.repos import IMS_JOB_STATUS, MAX_CONFIG_BYTES, ReposUnavailable, kiwi_repositories
+from .pod.repos import (
+    DEFAULT_REPO_POLL_INTERVAL,
+    DEFAULT_REPO_TIMEOUT,
+    IMS_JOB_STATUS,
+    MAX_CONFIG_BYTES,
+    ReposUnavailable,
+    kiwi_repositories,
+)
+from .pod.repos import wait_for_repos as wait_for_recipe_repos
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 500
+DEFAULT_TIMEOUT = DEFAULT_REPO_TIMEOUT
 #: Seconds between polling rounds (cut to what the timeout leaves).
-POLL_INTERVAL = repos.DEFAULT_POLL_INTERVAL
+POLL_INTERVAL = DEFAULT_REPO_POLL_INTERVAL
 
 
 def is_repo_available(
@@ -77,7 +85,12 @@ def wait_for_repos(
     to the hosts ``is_repo_available`` names.
     """
     interval = POLL_INTERVAL if poll_interval is None else poll_interval
-    return repos.wait_for_repos(session, recipe_root, timeout, logger or LOGGER, interval, ims_url, token_hosts)
+    return wait_for_recipe_repos(session, recipe_root, timeout, logger or LOGGER, interval, ims_url, token_hosts)
+
+
+def ims_session(ca_cert: Optional[str], timeout: float = 60.0, deadline: Optional[Deadline] = None) -> requests.Session:
+    """An OAuth2 session with the admin client's credentials (``OAUTH_*`` env or ``OAUTH_CONFIG_DIR`` files)."""
+    return pod_ims_session(ca_cert, timeout, deadline, oauth=admin_client_auth()[0])
 
 
 def wait_for_kiwi_repos(
@@ -88,6 +101,7 @@ def wait_for_kiwi_repos(
     timeout: float,
     logger: logging.Logger,
     token_hosts: Optional[Sequence[str]] = None,
+    *,
     poll_interval: Optional[float] = None,
 ) -> int:
     """The pods' call: set the job to ``waiting_for_repos`` and wait.
@@ -97,58 +111,45 @@ def wait_for_kiwi_repos(
     wait's result is returned. ``token_hosts`` (default: the option table's
     ``IMS_REPO_TOKEN_HOSTS``) are the hosts besides IMS's that get the token.
     """
-    job = None
-    try:
-        hosts = _token_hosts() if token_hosts is None else token_hosts
+    made: List[JobStatus] = []
+
+    def step() -> None:
+        hosts = pod_token_hosts() if token_hosts is None else token_hosts
         if ims_job_id:
-            job = JobStatus(ims_job_id, ims_url, ca_cert, logger)
-            job.set(IMS_JOB_STATUS)
-            session: requests.Session = job.client.session
+            made.append(JobStatus(ims_job_id, ims_url, ca_cert, logger, admin_client_auth()[0]))
+            made[0].set(IMS_JOB_STATUS)
+            session: requests.Session = made[0].client.session
         else:
             logger.info("IMS_JOB_ID is not set: waiting for the repositories without reporting a job status")
             session = ims_session(ca_cert)
         wait_for_repos(session, recipe_root, float(timeout), logger, poll_interval, ims_url, hosts)
-        return 0
-    except ImsHelperError as err:
-        logger.error("%s", err)
-    except Exception as err:  # the job must still be marked failed
-        logger.error("unexpected failure: %s: %s", type(err).__name__, " ".join(redact(str(err)).split())[:300])
-    if job is not None:
-        job.set_error_quietly()
-    return 1
 
+    def made_job() -> Optional[JobStatus]:
+        return made[0] if made else None
 
-def _token_hosts() -> Sequence[str]:
-    """The allow-list from the option table (``IMS_REPO_TOKEN_HOSTS``), for pods that call without one."""
-    from .config import resolve_option  # an entry reads the option table; here, as config imports the steps
-
-    hosts: Sequence[str] = resolve_option("repo_token_hosts")
-    return hosts
+    return step_status(step, made_job, logger)
 
 
 def main() -> int:
-    """The pod script: settings from the environment, exit status from ``wait_for_kiwi_repos``."""
-    configure_logging()
+    """The pod script: settings from the environment (through the option table), exit status from the wait."""
+    configure_logging(pod_log_level())
     try:
-        timeout = float(os.environ.get("TIMEOUT") or DEFAULT_TIMEOUT)
-    except ValueError:
-        LOGGER.error("TIMEOUT=%r is not a number of seconds", os.environ.get("TIMEOUT"))
+        pod = resolve_pod_settings()
+    except ImsHelperError as err:
+        LOGGER.error("%s", err)
         return 1
-    recipe_root = os.environ.get("RECIPE_ROOT_PARENT", "")
-    if not recipe_root:
+    if not pod.recipe_root:
         LOGGER.error("RECIPE_ROOT_PARENT is not set; point it at the fetched recipe")
         return 1
-    from .pod import job as jobpod
-
-    global POLL_INTERVAL
-    POLL_INTERVAL = float(os.environ.get("REPO_POLL_INTERVAL") or POLL_INTERVAL)
     return wait_for_kiwi_repos(
-        os.environ.get("IMS_JOB_ID", ""),
-        ims_url_from_env(),
-        os.environ.get("CA_CERT", jobpod.DEFAULT_CA_CERT),
-        recipe_root,
-        timeout,
+        pod.ims_job_id,
+        pod.ims_url,
+        pod.ca_cert,
+        pod.recipe_root,
+        pod.repo_timeout,
         LOGGER,
+        pod.repo_token_hosts,
+        poll_interval=pod.repo_poll_interval,
     )
 
 

@@ -233,14 +233,28 @@ CASES = [
         "missing-cert-bundle",
         publish("--cert", "/nonexistent/ca.pem"),
         1,
-        "CA bundle '/nonexistent/ca.pem' (from --cert/CA_CERT) is not a readable file",
+        "CA bundle '/nonexistent/ca.pem' (from --cert) is not a readable file",
     ),
     Case(
         "missing-s3-ca-bundle",
         publish(),
         1,
-        "S3 CA bundle '/nonexistent/s3-ca.pem'",
+        "S3 CA bundle '/nonexistent/s3-ca.pem' (from S3_SSL_VERIFY) is not a readable file",
         env={"S3_SSL_VERIFY": "/nonexistent/s3-ca.pem"},
+    ),
+    # The pods' secret sets S3_SSL_VALIDATE: a bad value there must name S3_SSL_VALIDATE, not S3_SSL_VERIFY.
+    Case(
+        "missing-s3-ca-bundle-from-s3-ssl-validate",
+        publish(),
+        1,
+        "S3 CA bundle '/nonexistent/s3-ca.pem' (from S3_SSL_VALIDATE) is not a readable file",
+        env={"S3_SSL_VERIFY": None, "S3_SSL_VALIDATE": "/nonexistent/s3-ca.pem"},
+    ),
+    Case(
+        "missing-s3-ca-bundle-from-the-flag",
+        publish("--s3-ssl-verify", "/nonexistent/s3-ca.pem"),
+        1,
+        "S3 CA bundle '/nonexistent/s3-ca.pem' (from --s3-ssl-verify) is not a readable file",
     ),
     Case(
         "missing-secret-file",
@@ -637,7 +651,7 @@ LIBRARY_CASES = [
         "s3-ca-bundle-missing",
         lambda make, a, tmp: make(s3_ssl_verify="/nonexistent/ca.pem"),
         1,
-        "is not a readable file",
+        "S3 CA bundle '/nonexistent/ca.pem' (from s3_ssl_verify) is not a readable file",
     ),
     LibraryCase(
         "s3-endpoint-unparsable", lambda make, a, tmp: make(s3_endpoint="http://[::1"), 1, "is not a valid URL"

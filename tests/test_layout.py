@@ -24,8 +24,18 @@ MAX_COMPLEXITY = 12
 MAX_FACADE_LINES = 200
 #: Modules at the package root besides the subpackages: the entries and what every room shares.
 MAX_ROOT_MODULES = 14
-#: Only the entries (the CLI, the pods' wait) and the option table itself read it; the layers take built objects.
-CONFIG_READERS = {"cli.py", "config.py", "wait_for_kiwi_repos.py"}
+#: Only the entries (and the option table itself) read the option table; the layers below take built objects.
+CONFIG_READERS = {
+    "cli.py",
+    "config/__init__.py",
+    "helper.py",
+    "session.py",
+    "fetch.py",
+    "wait_for_kiwi_repos.py",
+    "build_ca_rpm.py",
+}
+#: The one door for settings: only the option table and the CLI's ``Environment`` read the process environment.
+ENVIRONMENT_READERS = {"cli.py", "config/__init__.py"}
 CONFIG_IMPORT = re.compile(r"from \.config\b|from ims_python_helper\.config\b|import ims_python_helper\.config\b")
 
 
@@ -129,7 +139,7 @@ def functions(blocks: list) -> Iterator[Tuple[str, int, int, int]]:
 
 def test_the_client_package_is_what_the_layout_test_measures():
     names = {path.name for path in client_modules()}
-    assert {"helper.py", "images.py", "recipes.py", "checks.py", "cli.py", "config.py"} <= names
+    assert {"helper.py", "images.py", "recipes.py", "checks.py", "cli.py", "options.py"} <= names
 
 
 @pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -156,9 +166,43 @@ def test_the_facade_stays_a_facade():
     assert length <= MAX_FACADE_LINES, f"ImsHelper is {length} lines; move work into the workflow modules"
 
 
-def test_only_the_cli_reads_the_option_table():
-    readers = sorted(path.name for path in client_modules() if CONFIG_IMPORT.search(path.read_text(encoding="utf-8")))
+def test_only_the_entries_read_the_option_table():
+    readers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in client_modules()
+        if CONFIG_IMPORT.search(path.read_text(encoding="utf-8"))
+    )
     assert set(readers) <= CONFIG_READERS, f"{readers} import config; pass them the objects the option table builds"
+
+
+def reads_the_environment(source: str) -> bool:
+    """True when ``source`` touches ``os.environ``/``os.getenv`` (or imports them from ``os``)."""
+    names = {"environ", "environb", "getenv", "getenvb"}
+    for node in ast.walk(ast.parse(source)):
+        on_os = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
+        if on_os and node.attr in names:  # type: ignore[attr-defined]
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "os" and {a.name for a in node.names} & names:
+            return True
+    return False
+
+
+def test_the_environment_checker_sees_every_way_in():
+    assert reads_the_environment("import os\nx = os.environ.get('A')")
+    assert reads_the_environment("import os\nx = os.getenv('A')")
+    assert reads_the_environment("from os import getenv\nx = getenv('A')")
+    assert not reads_the_environment("environ = {}\nx = environ.get('A')  # os.environ, in a comment")
+
+
+def test_only_the_settings_module_and_the_cli_read_the_environment():
+    readers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in client_modules()
+        if reads_the_environment(path.read_text(encoding="utf-8"))
+    )
+    assert set(readers) <= ENVIRONMENT_READERS, (
+        f"{readers} read the environment; add the setting to config.OPTIONS and take it from the settings object"
+    )
 
 
 def test_the_cli_imports_local_only_inside_functions():

@@ -244,6 +244,19 @@ def test_s3_ssl_verify_off_words_turn_verification_off_and_urllib3_still_warns(t
     assert any(issubclass(w.category, urllib3.exceptions.InsecureRequestWarning) for w in caught)
 
 
+def test_publish_with_s3_ssl_verify_f_turns_s3_verification_off_as_the_pods_fetch_does(
+    run_cli: CliRunner, tls_env, artifacts: Artifacts
+):
+    name = f"tls-off-{uuid.uuid4().hex[:8]}"
+
+    result = run_cli(
+        "image", "upload_artifacts", name, *artifacts.flags("rootfs"), env={**tls_env, "S3_SSL_VERIFY": "f"}
+    )
+
+    assert result.code == 0, result.stderr
+    assert "S3 TLS certificate verification is off" in result.stderr
+
+
 def test_the_insecure_request_warning_is_never_silenced_globally(run_cli: CliRunner, tls_env, tls_stack: LocalStack):
     result = run_cli("image", "set_job_status", tls_stack.job_id, "creating", env=tls_env)
 

@@ -8,7 +8,6 @@ once with a fresh token.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -364,28 +363,17 @@ class RequestLogger:
         self.LOGGER.debug("%s", redact(f"-----------{kind}-----------\n{first_line}\n{lines}\n\n{body or ''}"))
 
 
-def get_admin_client_auth(logger: Optional[logging.Logger] = None) -> Tuple[str, str, str]:
-    """Read the admin client's credentials: env vars first, then files in ``OAUTH_CONFIG_DIR``.
+def admin_credentials(
+    oauth: OAuthSettings, config_dir: str, logger: Optional[logging.Logger] = None
+) -> Tuple[str, str, str]:
+    """The admin client's ``(client_id, client_secret, token_url)`` from settings read from its env vars or mount.
 
-    Returns ``(client_id, client_secret, token_url)``; raises ``ConfigError`` when any is missing.
+    Raises ``ConfigError`` naming what is missing (also logged to ``logger`` when given).
     """
-    config_dir = os.environ.get("OAUTH_CONFIG_DIR", DEFAULT_OAUTH_CONFIG_DIR)
-    found = []
-    for env_name, file_name in (
-        ("OAUTH_CLIENT_ID", "client-id"),
-        ("OAUTH_CLIENT_SECRET", "client-secret"),
-        ("OAUTH_CLIENT_ENDPOINT", "endpoint"),
-    ):
-        value = os.environ.get(env_name, "")
-        path = os.path.join(config_dir, file_name)
-        if not value and os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                value = handle.read().strip()
-        found.append(value)
-    client_id, client_secret, endpoint = found
-    SECRETS.add(client_secret)
-    if not all(found):
-        missing = [name for name, value in zip(("client-id", "client-secret", "endpoint"), found) if not value]
+    found = (oauth.client_id or "", oauth.client_secret or "", oauth.token_url or "")
+    SECRETS.add(found[1])
+    missing = [name for name, value in zip(("client-id", "client-secret", "endpoint"), found) if not value]
+    if missing:
         message = (
             f"OAuth configuration incomplete: missing {', '.join(missing)}; set OAUTH_CLIENT_ID, "
             f"OAUTH_CLIENT_SECRET and OAUTH_CLIENT_ENDPOINT or mount them in {config_dir}"
@@ -393,7 +381,7 @@ def get_admin_client_auth(logger: Optional[logging.Logger] = None) -> Tuple[str,
         if logger is not None:
             logger.error(message)
         raise ConfigError(message)
-    return client_id, client_secret, endpoint
+    return found
 
 
 def create_oauth_session(

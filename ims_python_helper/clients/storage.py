@@ -14,6 +14,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError, StorageError, VerificationError, s3_failure
+from .defaults import DEFAULT_ADDRESSING_STYLE, DEFAULT_CHECKSUM_MODE
 from .redact import SECRETS, redact
 from .retrylog import failure_reason
 from .s3retry import install_s3_retries
@@ -42,8 +43,8 @@ class S3Settings:
     access_key: Optional[str] = field(default=None, repr=False)
     secret_key: Optional[str] = field(default=None, repr=False)
     verify: Union[bool, str] = True
-    checksum_mode: str = "when_required"
-    addressing_style: str = "path"
+    checksum_mode: str = DEFAULT_CHECKSUM_MODE
+    addressing_style: str = DEFAULT_ADDRESSING_STYLE
     timeout: float = DEFAULT_TIMEOUT
     #: Attempts per S3 request: 5 retries, waiting about 15 s in all (``s3outage``), as IMS gets.
     max_attempts: int = 6

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import socket
 import ssl
-from typing import Iterator, Optional, Union
+from typing import Iterator, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -60,8 +60,11 @@ def check_transport(url: str, what: str) -> None:
         raise ConfigError(f"{what} {url} uses plain http; credentials are only sent over https (or to loopback)")
 
 
-def parse_ssl_verify(value: Union[str, bool, None]) -> Union[bool, str]:
-    """Read ``S3_SSL_VERIFY``: an off word means False, an on word True, anything else a CA path."""
+def parse_ssl_verify(value: Union[str, bool, None], source: str = "--s3-ssl-verify/S3_SSL_VERIFY") -> Union[bool, str]:
+    """Read ``S3_SSL_VERIFY``: an off word means False, an on word True, anything else a CA path.
+
+    ``source`` names where the value came from (the flag, variable or argument), for the error.
+    """
     if value is None or isinstance(value, bool):
         return True if value is None else value
     text = value.strip()
@@ -70,7 +73,7 @@ def parse_ssl_verify(value: Union[str, bool, None]) -> Union[bool, str]:
     if text.lower() in ON_WORDS or not text:
         return True
     if not os.path.isfile(text):
-        raise ConfigError(f"S3 CA bundle {text!r} (from --s3-ssl-verify/S3_SSL_VERIFY) is not a readable file")
+        raise ConfigError(f"S3 CA bundle {text!r} (from {source}) is not a readable file; fix it or give an off word")
     return text
 
 
@@ -147,10 +150,18 @@ def tls_failure_message(url: str, verify: Union[bool, str], err: BaseException) 
     return f"TLS: {reason} for {host} using {ca}; pass the right CA bundle with --cert (CA_CERT)"
 
 
-def default_ca_bundle(environ: Optional[dict] = None) -> str:
-    """What requests verifies against when no CA bundle is given (its env vars, else certifi's store)."""
-    env = os.environ if environ is None else environ
+def default_ca_bundle(environ: Optional[Mapping[str, str]] = None) -> str:
+    """What requests verifies against when no CA bundle is given: its CA variables, else certifi's store.
+
+    Without ``environ``, requests itself is asked (it reads ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``),
+    so the message names what it really uses and the settings are not read a second time here.
+    """
+    if environ is None:
+        found = requests.Session().merge_environment_settings("https://localhost/", {}, None, True, None)["verify"]
+        if isinstance(found, str):
+            return f"the system CA store {found} (from REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE)"
+        return f"the system CA store {DEFAULT_CA_BUNDLE_PATH}"
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        if env.get(name):
-            return f"the system CA store {env[name]} (from {name})"
+        if environ.get(name):
+            return f"the system CA store {environ[name]} (from {name})"
     return f"the system CA store {DEFAULT_CA_BUNDLE_PATH}"

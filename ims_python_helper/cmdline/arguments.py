@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..errors import UsageError
 
@@ -60,9 +60,12 @@ def uuid_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a UUID") from None
 
 
-def job_id_from(given: Optional[str], environ: Mapping[str, str], required: bool = False) -> Optional[str]:
-    """The job id given, else ``IMS_JOB_ID``, checked as a UUID; ``UsageError`` when required and absent."""
-    job_id = given or environ.get("IMS_JOB_ID") or None
+def job_id_from(given: Optional[str], default: Optional[str], required: bool = False) -> Optional[str]:
+    """The job id given, else ``default`` (``IMS_JOB_ID``, from the settings), checked as a UUID.
+
+    ``UsageError`` when required and absent.
+    """
+    job_id = given or default or None
     if job_id is None:
         if required:
             raise UsageError("no IMS job id: give it as the last argument or set IMS_JOB_ID")

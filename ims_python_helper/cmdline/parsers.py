@@ -8,7 +8,6 @@ from typing import Any, Callable, Sequence, Tuple
 
 from ..clients.transport import OFF_WORDS, ON_WORDS
 
-MIB = 1024 * 1024
 #: Most parallel S3 requests allowed (memory is bounded by part size times this).
 MAX_CONCURRENCY = 64
 #: A DNS name or IPv4 address (letters, digits, dots, hyphens), or an IPv6 address in brackets.

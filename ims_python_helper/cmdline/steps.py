@@ -12,16 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..clients.ims import ImsClient
-from ..clients.oauth import Deadline, OAuthSettings, open_oauth_session
+from ..clients.oauth import Deadline, open_oauth_session
 from ..clients.transport import check_url
 from ..errors import ConfigError, UsageError
 from ..fetch import FetchOptions, fetch_image, fetch_recipe
 from ..pod.download import DownloadOptions
-from ..pod.job import JobStatus
+from ..pod.job import JobStatus, StepSettings
 from ..pod.repos import IMS_JOB_STATUS, wait_for_repos
 from ..pod.template import DEFAULT_DICTIONARY_PATH
 from ..progress import Progress
@@ -49,25 +48,6 @@ STEP_TEXTS: Dict[str, Tuple[str, Optional[str]]] = {
         "hosts and those of --repo-token-hosts. On failure the job's status becomes error.",
     ),
 }
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    """What the step commands need, as the option table builds it."""
-
-    ims_url: str
-    timeout: float
-    #: Seconds the whole run may take, or None for no limit.
-    deadline: Optional[float]
-    oauth: OAuthSettings
-    #: TLS verification of the download: True, False or a CA bundle path.
-    download_verify: Union[bool, str] = True
-    download_md5: Optional[str] = None
-    template_dictionary: str = DEFAULT_DICTIONARY_PATH
-    repo_timeout: float = 500.0
-    repo_poll_interval: float = 5.0
-    #: Hosts besides IMS's and the token endpoint's that get the job's token when probed (over https).
-    repo_token_hosts: Tuple[str, ...] = ()
 
 
 # -- arguments ----------------------------------------------------------------------
@@ -120,15 +100,15 @@ def _check_directory(path: str, what: str, must_exist: bool = False) -> str:
     return path
 
 
-def _checked_job_id(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
-    job_id = job_id_from(args.ims_job_id, environ, required=True)
+def _checked_job_id(args: argparse.Namespace, settings: StepSettings) -> str:
+    job_id = job_id_from(args.ims_job_id, settings.ims_job_id, required=True)
     assert job_id is not None  # required=True raises instead
     return job_id
 
 
-def _checked_fetch(args: argparse.Namespace, environ: Mapping[str, str]) -> Tuple[str, str]:
+def _checked_fetch(args: argparse.Namespace, settings: StepSettings) -> Tuple[str, str]:
     """A fetch's job id and target directory, checked (with its URL) before anything is contacted."""
-    job_id = _checked_job_id(args, environ)
+    job_id = _checked_job_id(args, settings)
     _check_download_url(args.url)
     return job_id, _check_directory(args.path, "PATH")
 
@@ -176,11 +156,9 @@ def _fetch_options(settings: StepSettings, job: JobStatus, progress: Progress) -
     )
 
 
-def image_fetch(
-    args: argparse.Namespace, settings: StepSettings, progress: Progress, environ: Mapping[str, str]
-) -> Dict[str, Any]:
+def image_fetch(args: argparse.Namespace, settings: StepSettings, progress: Progress) -> Dict[str, Any]:
     """``image fetch``: the customization job's first step."""
-    job_id, path = _checked_fetch(args, environ)
+    job_id, path = _checked_fetch(args, settings)
     job = _open_job(settings, job_id)
 
     def work() -> Dict[str, Any]:
@@ -189,11 +167,9 @@ def image_fetch(
     return _run_for_job(job, work)
 
 
-def recipe_fetch(
-    args: argparse.Namespace, settings: StepSettings, progress: Progress, environ: Mapping[str, str]
-) -> Dict[str, Any]:
+def recipe_fetch(args: argparse.Namespace, settings: StepSettings, progress: Progress) -> Dict[str, Any]:
     """``recipe fetch``: the image-build job's first step."""
-    job_id, path = _checked_fetch(args, environ)
+    job_id, path = _checked_fetch(args, settings)
     dictionary = _check_dictionary(settings.template_dictionary)
     job = _open_job(settings, job_id)
 
@@ -205,11 +181,9 @@ def recipe_fetch(
     return _run_for_job(job, work)
 
 
-def recipe_wait_for_repos(
-    args: argparse.Namespace, settings: StepSettings, environ: Mapping[str, str]
-) -> Dict[str, Any]:
+def recipe_wait_for_repos(args: argparse.Namespace, settings: StepSettings) -> Dict[str, Any]:
     """``recipe wait_for_repos``: the image-build job's second step."""
-    job_id = _checked_job_id(args, environ)
+    job_id = _checked_job_id(args, settings)
     root = _check_directory(args.recipe_root, "RECIPE_ROOT", must_exist=True)
     job = _open_job(settings, job_id)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, TextIO
 from urllib.parse import urlsplit
 
+from ims_python_helper.clients.transport import OFF_WORDS, ON_WORDS
 from ims_python_helper.local.client_token import fetch_token
 
 #: The names the job gives what it makes.
@@ -328,6 +329,6 @@ def squash(root: Path, target: Path) -> None:
 def _verify(environ: Mapping[str, str]) -> Any:
     """``S3_SSL_VERIFY`` as boto3 takes it: an off word is False, an on word or nothing True, else a CA path."""
     value = environ.get("S3_SSL_VERIFY", "").strip()
-    if value.lower() in ("false", "off", "no", "f", "0", "n"):
+    if value.lower() in OFF_WORDS:
         return False
-    return True if value.lower() in ("", "true", "on", "yes", "t", "1", "y") else value
+    return True if not value or value.lower() in ON_WORDS else value

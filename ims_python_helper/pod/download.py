@@ -45,6 +45,7 @@ from typing import Any, Optional, Tuple, Union
 import requests
 from requests.adapters import HTTPAdapter
 
+from ..clients.defaults import MIB
 from ..clients.oauth import Deadline
 from ..clients.redact import redact
 from ..clients.transport import check_url, tls_failure_message
@@ -56,7 +57,6 @@ from .ranges import READ_CHUNK, RangedDownload, RangeJob, Span, pwrite_all
 from .resume import SpanLedger
 
 LOGGER = logging.getLogger(__name__)
-MIB = 1024 * 1024
 
 DEFAULT_PART_SIZE = 16 * MIB
 #: Four streams of 16 MiB parts: on a loaded two-core machine they spent less CPU and wall than 8 x 8 MiB.

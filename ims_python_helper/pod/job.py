@@ -1,8 +1,9 @@
-"""What the job-pod steps share: the pod's environment, the IMS session, job status reports, logging, exit codes.
+"""What the job-pod steps share: their settings, the IMS session, job status reports, logging, exit codes.
 
 The steps (``fetch``, ``wait_for_kiwi_repos``) are library functions that raise;
 ``run_step`` wraps one for a pod script: it logs the failure as one line, sets
-the job to ``error`` and exits 1, as the pods expect.
+the job to ``error`` and exits 1, as the pods expect. The pod's environment is
+read by the entry modules through the option table (``config``), never here.
 """
 
 from __future__ import annotations
@@ -10,75 +11,93 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ..clients.ims import ImsClient
-from ..clients.oauth import ClientCredentialsSession, Deadline, create_oauth_session, get_admin_client_auth
+from ..clients.oauth import ClientCredentialsSession, Deadline, OAuthSettings, admin_credentials, open_oauth_session
 from ..clients.redact import install_log_redaction, redact
 from ..errors import ConfigError, ImsHelperError
-from ..vocabulary import DEFAULT_IMS_API_URL
+from .repos import DEFAULT_REPO_POLL_INTERVAL, DEFAULT_REPO_TIMEOUT
+from .template import DEFAULT_DICTIONARY_PATH
 
 LOGGER = logging.getLogger(__name__)
 
 #: The platform CA the pods mount; used when CA_CERT is not set and the file is there.
 DEFAULT_CA_CERT = "/etc/cray/ca/certificate_authority.crt"
-#: Words that switch TLS verification off in S3_SSL_VERIFY (the explicit, visible way to do it).
-VERIFY_OFF = ("false", "no", "off", "0")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def ims_url_from_env() -> str:
-    """``IMS_URL`` or the platform default."""
-    return os.environ.get("IMS_URL") or DEFAULT_IMS_API_URL
+@dataclass(frozen=True)
+class StepSettings:
+    """What the job-pod steps need, as the option table builds it (for the CLI's step commands and the pods)."""
+
+    ims_url: str
+    timeout: float
+    #: Seconds the whole run may take, or None for no limit.
+    deadline: Optional[float]
+    oauth: OAuthSettings
+    #: TLS verification of the download: True, False or a CA bundle path.
+    download_verify: Union[bool, str] = True
+    download_md5: Optional[str] = None
+    template_dictionary: str = DEFAULT_DICTIONARY_PATH
+    repo_timeout: float = DEFAULT_REPO_TIMEOUT
+    repo_poll_interval: float = DEFAULT_REPO_POLL_INTERVAL
+    #: Hosts besides IMS's and the token endpoint's that get the job's token when probed (over https).
+    repo_token_hosts: Tuple[str, ...] = ()
+    #: ``IMS_JOB_ID``: the job when the command names none.
+    ims_job_id: Optional[str] = None
 
 
 def ca_bundle(ca_cert: Optional[str]) -> Union[bool, str]:
-    """requests' ``verify`` for a CA path: the path when it exists; True (system store) for the unset default.
+    """requests' ``verify`` for a CA path: the path when it exists; True (system store) when unset or the platform
+    default is not mounted.
 
-    A CA bundle named explicitly that is not there is an error, not a silent fallback.
+    Any other CA bundle that is not there is an error, not a silent fallback (the option table has already
+    refused a ``CA_CERT`` that names a missing file, naming the variable).
     """
     if ca_cert and os.path.isfile(ca_cert):
         return ca_cert
-    if not ca_cert or (ca_cert == DEFAULT_CA_CERT and "CA_CERT" not in os.environ):
+    if not ca_cert or ca_cert == DEFAULT_CA_CERT:
         return True
     raise ConfigError(f"CA bundle {ca_cert!r} (CA_CERT) is not a readable file; mount the platform CA or fix CA_CERT")
 
 
-def download_verify(ca_cert: Optional[str]) -> Union[bool, str]:
-    """TLS verification for downloads: ``S3_SSL_VERIFY`` (a path, or an off word) when set, else the CA bundle."""
-    value = os.environ.get("S3_SSL_VERIFY", "").strip()
-    if value.lower() in VERIFY_OFF:
-        LOGGER.warning("TLS verification of downloads is switched off (S3_SSL_VERIFY=%s)", value)
-        return False
-    if value and value.lower() not in ("true", "yes", "on", "1"):
-        return ca_bundle(value)
-    return ca_bundle(ca_cert)
-
-
 def ims_session(
-    ca_cert: Optional[str], timeout: float = 60.0, deadline: Optional[Deadline] = None
+    ca_cert: Optional[str],
+    timeout: float = 60.0,
+    deadline: Optional[Deadline] = None,
+    oauth: Optional[OAuthSettings] = None,
 ) -> ClientCredentialsSession:
-    """An OAuth2 session with the admin client's credentials (``OAUTH_*`` env or ``OAUTH_CONFIG_DIR`` files)."""
-    client_id, client_secret, token_url = get_admin_client_auth()
-    return create_oauth_session(client_id, client_secret, ca_bundle(ca_cert), token_url, timeout, deadline=deadline)
+    """An OAuth2 session with the admin client's credentials (``oauth``, read by the entry from the pod's env)."""
+    client_id, client_secret, token_url = admin_credentials(
+        oauth or OAuthSettings(None, None, None), "OAUTH_CONFIG_DIR"
+    )
+    verify = ca_bundle(ca_cert)
+    settings = OAuthSettings(client_id, client_secret, token_url, verify if isinstance(verify, str) else None, timeout)
+    return open_oauth_session(settings, deadline=deadline)
 
 
 class JobStatus:
     """Sets one IMS job's status; the session is made on first use."""
 
-    def __init__(self, job_id: str, ims_url: str, ca_cert: Optional[str], logger: Optional[logging.Logger] = None):
+    def __init__(
+        self,
+        job_id: str,
+        ims_url: str,
+        ca_cert: Optional[str],
+        logger: Optional[logging.Logger] = None,
+        oauth: Optional[OAuthSettings] = None,
+    ):
         if not job_id:
             raise ConfigError("IMS_JOB_ID is not set; the job pod must name its IMS job")
         self.job_id = job_id
         self.ims_url = ims_url
         self.ca_cert = ca_cert
         self.logger = logger or LOGGER
+        #: The admin client's credentials (the pod entries read them through the option table).
+        self.oauth = oauth
         self._client: Optional[ImsClient] = None
-
-    @classmethod
-    def from_env(cls, ims_url: Optional[str] = None, ca_cert: Optional[str] = None) -> JobStatus:
-        """The job named by ``IMS_JOB_ID`` at ``IMS_URL``."""
-        return cls(os.environ.get("IMS_JOB_ID", ""), ims_url or ims_url_from_env(), ca_cert)
 
     @classmethod
     def for_client(cls, job_id: str, client: ImsClient, logger: Optional[logging.Logger] = None) -> JobStatus:
@@ -91,7 +110,7 @@ class JobStatus:
     def client(self) -> ImsClient:
         """The IMS client (made on first use)."""
         if self._client is None:
-            self._client = ImsClient(self.ims_url, ims_session(self.ca_cert))
+            self._client = ImsClient(self.ims_url, ims_session(self.ca_cert, oauth=self.oauth))
         return self._client
 
     def set(self, status: str) -> Dict[str, Any]:
@@ -108,24 +127,23 @@ class JobStatus:
             self.logger.error("could not set job %s to error: %s", self.job_id, err)
 
 
-def configure_logging(logger: Optional[logging.Logger] = None) -> None:
-    """Log to stderr at ``LOG_LEVEL`` (default INFO) with secrets masked, unless logging is set up already."""
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr at ``level`` (the pod's ``LOG_LEVEL``) with secrets masked, unless logging is set up already."""
     root = logging.getLogger()
     if root.handlers:
         return
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     install_log_redaction(handler)
     root.addHandler(handler)
-    numeric = logging.getLevelName(level)
+    numeric = logging.getLevelName(level.upper())
     root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
 
 
-def run_step(
+def step_status(
     step: Callable[[], object], job: Optional[Callable[[], Optional[JobStatus]]], logger: logging.Logger
 ) -> int:
-    """Run ``step`` for a pod script: 0 on success; on failure one log line, job ``error``, ``SystemExit(1)``."""
+    """Run ``step``: 0 on success; on failure 1, after one log line and setting the job (when there is one) to error."""
     try:
         step()
         return 0
@@ -140,4 +158,13 @@ def run_step(
         reporter = None
     if reporter is not None:
         reporter.set_error_quietly()
-    raise SystemExit(1)
+    return 1
+
+
+def run_step(
+    step: Callable[[], object], job: Optional[Callable[[], Optional[JobStatus]]], logger: logging.Logger
+) -> int:
+    """Run ``step`` for a pod script: 0 on success; on failure one log line, job ``error``, ``SystemExit(1)``."""
+    if step_status(step, job, logger):
+        raise SystemExit(1)
+    return 0

@@ -22,13 +22,14 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import requests
 
+from ..clients.defaults import MIB
 from ..progress import Progress
 from .attempts import TRANSIENT, Attempts, Cancelled, RangeFailure
 from .http_body import body_reader, read_some, release
 from .resume import DiscardWriter, SpanLedger
 
 LOGGER = logging.getLogger("ims_python_helper.pod.download")
-MIB = 1024 * 1024
+
 #: Bytes asked of the socket per read (and written per ``pwrite``, hashed per update): large reads keep the
 #: per-byte Python cost low, and md5 releases the GIL only for large updates.
 READ_CHUNK = 1 * MIB

@@ -28,8 +28,9 @@ LOGGER = logging.getLogger(__name__)
 
 #: The job status the wait reports.
 IMS_JOB_STATUS = "waiting_for_repos"
-#: Seconds between polling rounds unless the caller says (cut to what the timeout leaves).
-DEFAULT_POLL_INTERVAL = 5.0
+#: Seconds the wait may take, and between polling rounds (cut to what the timeout leaves), unless the caller says.
+DEFAULT_REPO_TIMEOUT = 500.0
+DEFAULT_REPO_POLL_INTERVAL = 5.0
 #: Largest config.xml read.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -91,7 +92,7 @@ def wait_for_repos(
     for repo in repos:
         log.info("%s", probe.describe(repo))
     waiting = list(repos)
-    interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
+    interval = DEFAULT_REPO_POLL_INTERVAL if poll_interval is None else poll_interval
     while True:
         waiting = probe.unavailable(waiting, deadline)
         if not waiting:

@@ -48,6 +48,7 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
+from ..clients.defaults import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, MIB
 from ..clients.oauth import Deadline
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError, s3_failure
@@ -58,13 +59,6 @@ from .stop_uploads import stop_transfers
 LOGGER = logging.getLogger(__name__)
 #: How long a failed run waits for the upload whose failure cancelled the others to report it.
 CAUSE_WAIT_S = 5.0
-
-
-MIB = 1024 * 1024
-
-#: Defaults measured on the benchmark machine (BENCHMARKS.md), stated here only; the option table shows them.
-DEFAULT_PART_SIZE = 8 * MIB
-DEFAULT_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Callable, List, Tuple
 import pytest
 
 import ims_python_helper
-from ims_python_helper import ImsHelper, ImsImagesExistWithName
+from ims_python_helper import ConfigError, ImsHelper, ImsImagesExistWithName
 from ims_python_helper.session import create_oauth_session, get_admin_client_auth
 
 #: Each callable and the leading parameters callers pass by position or keyword, with their defaults.
@@ -162,6 +162,18 @@ def test_images_exist_with_name_carries_the_name_and_records_and_reads_as_before
     with pytest.raises(ImsImagesExistWithName) as caught:
         raise ImsImagesExistWithName("img", records)
     assert caught.value.image_records[0]["id"] == "a1"
+
+
+def test_admin_client_auth_refuses_a_mounted_secret_file_larger_than_a_secret(tmp_path: Path, monkeypatch):
+    (tmp_path / "client-id").write_text("file-id\n")
+    (tmp_path / "client-secret").write_bytes(b"x" * (1024 * 1024))
+    (tmp_path / "endpoint").write_text("https://t/token\n")
+    monkeypatch.setenv("OAUTH_CONFIG_DIR", str(tmp_path))
+    for name in ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_CLIENT_ENDPOINT", "OAUTH_CLIENT_SECRET_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+    with pytest.raises(ConfigError, match="holds more than 65536 bytes"):
+        get_admin_client_auth()
 
 
 def test_admin_client_auth_comes_from_env_vars_first_then_the_mounted_directory(tmp_path: Path, monkeypatch):

@@ -7,6 +7,8 @@ import logging
 import tarfile
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from ims_python_helper.wait_for_kiwi_repos import IMS_JOB_STATUS, wait_for_kiwi_repos
 from tests.support import kiwi_config, make_recipe_tgz, make_squashfs, volume_with_stale_signal_files
 
@@ -78,6 +80,37 @@ def test_wrong_download_md5_fails_the_job_and_removes_the_file(pod, presign, ims
     assert parse_qs(urlsplit(url).query)["X-Amz-Signature"][0] not in result.stderr
 
 
+@pytest.mark.parametrize("variable", ["S3_SSL_VERIFY", "S3_SSL_VALIDATE"])
+def test_a_missing_download_ca_fails_the_job_naming_its_variable(pod, presign, ims_api, tmp_path, variable):
+    image = make_squashfs(tmp_path)
+    work = tmp_path / "mnt-image"
+    work.mkdir()
+    env = {"S3_SSL_VERIFY": None, variable: "/nonexistent/s3-ca.pem"}
+
+    result = pod.run(FETCH, "--image", "true", str(work), presign(image), env=env)
+
+    assert result.code == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert f"S3 CA bundle '/nonexistent/s3-ca.pem' (from {variable}) is not a readable file" in errors[0]
+    assert "CA_CERT" not in errors[0]
+    assert ims_api.get(f"/jobs/{pod.job_id}")["status"] == "error"
+    assert list(work.iterdir()) == []
+
+
+def test_a_malformed_download_md5_fails_the_job_before_downloading(pod, presign, ims_api, tmp_path):
+    work = tmp_path / "mnt-image"
+    work.mkdir()
+    result = pod.run(
+        FETCH, "--image", "true", str(work), presign(make_squashfs(tmp_path)), env={"DOWNLOAD_MD5SUM": "abc"}
+    )
+    assert result.code == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "DOWNLOAD_MD5SUM: expected an md5 of 32 hexadecimal digits" in errors[0], result.stderr
+    assert ims_api.get(f"/jobs/{pod.job_id}")["status"] == "error"
+    assert list(work.iterdir()) == []
+
+
 def test_malicious_recipe_fails_the_job_and_leaves_nothing(pod, presign, ims_api, tmp_path):
     evil = tarfile.TarInfo("../escaped")
     recipe = make_recipe_tgz(tmp_path / "recipe.tgz", {"config.xml": kiwi_config()}, extra=[evil])
@@ -98,6 +131,14 @@ def test_wait_times_out_and_sets_error(pod, repos, ims_api, tmp_path):
     assert result.code == 1
     assert "1 of 1 repositories still do not answer" in result.stderr
     assert ims_api.get(f"/jobs/{pod.job_id}")["status"] == "error"
+
+
+def test_wait_with_a_timeout_that_is_not_a_number_names_timeout(pod, ims_api, tmp_path):
+    (tmp_path / "config.xml").write_text(kiwi_config())
+    result = pod.run(WAIT, env={"RECIPE_ROOT_PARENT": str(tmp_path), "TIMEOUT": "soon"})
+    assert result.code == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "TIMEOUT: expected a number of seconds, got 'soon'" in errors[0], result.stderr
 
 
 def test_recipe_without_http_repositories_is_success(pod, ims_api, tmp_path, monkeypatch, caplog):

@@ -45,6 +45,24 @@ def test_image_fetch_on_https_verifies_ims_tokens_and_s3_against_ca_cert(
     assert (work / "image-root" / "etc" / "motd").read_text() == "built by the test\n"
 
 
+def test_image_fetch_with_s3_ssl_verify_f_downloads_without_verification_as_a_publish_does(
+    tls_stack: LocalStack, tls_pod: Pod, tls_ims_api: ImsApi, tmp_path: Path
+):
+    image = make_squashfs(tmp_path)
+    work = tmp_path / "mnt-image"
+    work.mkdir()
+
+    # "f" is an off word for a publish; the pod's fetch once took it for a CA path named by CA_CERT.
+    result = tls_pod.run(
+        FETCH, "--image", "f", str(work), presign_over_https(tls_stack, image), env={"S3_SSL_VERIFY": "f"}
+    )
+
+    assert result.code == 0, result.stderr
+    assert "TLS verification of downloads is switched off" in result.stderr
+    assert (work / "image.sqsh").read_bytes() == image.read_bytes()
+    assert tls_ims_api.get(f"/jobs/{tls_pod.job_id}")["status"] == "fetching_image"
+
+
 def test_image_fetch_on_https_without_the_platform_ca_fails_naming_ca_cert_and_writes_nothing(
     tls_stack: LocalStack, tls_pod: Pod, tmp_path: Path
 ):
