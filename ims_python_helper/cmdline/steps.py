@@ -18,8 +18,8 @@ from ..clients.ims import ImsClient
 from ..clients.oauth import Deadline, open_oauth_session
 from ..clients.transport import check_url
 from ..errors import ConfigError, UsageError
-from ..fetch import FetchOptions, fetch_image, fetch_recipe
 from ..pod.download import DownloadOptions
+from ..pod.fetching import FetchOptions, fetch_image, fetch_recipe
 from ..pod.job import JobStatus, StepSettings
 from ..pod.repos import IMS_JOB_STATUS, wait_for_repos
 from ..pod.template import DEFAULT_DICTIONARY_PATH

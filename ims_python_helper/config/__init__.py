@@ -114,8 +114,8 @@ class Settings:
 
     def helper_settings(self, bucket: Optional[str] = None) -> HelperSettings:
         """The objects the layers below take (OAuth, S3, transfer), with another bucket when given."""
-        from .clients.storage import S3Settings
-        from .publish.transfer import TransferOptions
+        from ..clients.storage import S3Settings
+        from ..publish.transfer import TransferOptions
 
         transfer = TransferOptions(part_size=self.part_size, concurrency=self.concurrency, sha256=self.sha256)
         oauth = OAuthSettings(self.oauth_client_id, self.oauth_client_secret, self.token_url, self.cert, self.timeout)
