@@ -17,7 +17,6 @@ md5 matched is renamed to ``NAME``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 from ..errors import InputError
+from ..publish.checks import md5_of_file
 
 BUNDLE_FORMAT = "ims-image-bundle"
 BUNDLE_VERSION = 1
@@ -33,7 +33,6 @@ MANIFEST_FILE = "manifest.json"
 IN_PROGRESS_FILE = ".export.json"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _RESERVED = {RECORD_FILE, MANIFEST_FILE, IN_PROGRESS_FILE}
-HASH_BLOCK = 4 * 1024 * 1024
 
 
 class BundleError(InputError):
@@ -86,15 +85,6 @@ def read_json(path: str, what: str) -> Dict[str, Any]:
     if not isinstance(document, dict):
         raise BundleError(f"{what} {path} is not a JSON object")
     return document
-
-
-def md5_of(path: str) -> str:
-    """Hex md5 of a file (read in large blocks)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -155,7 +145,7 @@ def check_files(bundle: Bundle) -> Dict[str, str]:
             raise BundleError(f"bundle file {path} is missing; export the image again") from None
         if size != artifact.size:
             raise BundleError(f"bundle file {path} has {size} bytes, the bundle record says {artifact.size}")
-        md5 = md5_of(path)
+        md5 = md5_of_file(path)
         if md5 != artifact.md5:
             raise BundleError(f"bundle file {path} has md5 {md5}, the bundle record says {artifact.md5}; export again")
         checked[path] = md5
