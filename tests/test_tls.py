@@ -165,7 +165,7 @@ def test_without_a_ca_the_system_store_is_used_and_refuses_the_test_ca(
     assert result.code == 1
     message = _one_error_line(result)
     assert message.startswith(f"TLS: certificate verify failed for {_host(str(tls_env['OAUTH_CLIENT_ENDPOINT']))}")
-    assert f"using the system CA store {DEFAULT_CA_BUNDLE_PATH};" in message
+    assert f"using certifi's CA bundle {DEFAULT_CA_BUNDLE_PATH} (requests' default);" in message
 
 
 def test_wrong_s3_ca_is_refused_naming_the_s3_host_and_ca(

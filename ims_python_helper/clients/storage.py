@@ -174,7 +174,7 @@ def s3_tls_failure_message(settings: S3Settings) -> str:
     else:
         from botocore.httpsession import where
 
-        ca = f"the system CA store {where()}"
+        ca = f"certifi's CA bundle {where()} (botocore's default)"
     return (
         f"TLS: certificate verify failed for S3 at {host} using {ca}; "
         "pass the right CA bundle with --s3-ssl-verify (S3_SSL_VERIFY)"

@@ -159,9 +159,9 @@ def default_ca_bundle(environ: Optional[Mapping[str, str]] = None) -> str:
     if environ is None:
         found = requests.Session().merge_environment_settings("https://localhost/", {}, None, True, None)["verify"]
         if isinstance(found, str):
-            return f"the system CA store {found} (from REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE)"
-        return f"the system CA store {DEFAULT_CA_BUNDLE_PATH}"
+            return f"the CA bundle {found} (from REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE)"
+        return f"certifi's CA bundle {DEFAULT_CA_BUNDLE_PATH} (requests' default)"
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         if environ.get(name):
-            return f"the system CA store {environ[name]} (from {name})"
-    return f"the system CA store {DEFAULT_CA_BUNDLE_PATH}"
+            return f"the CA bundle {environ[name]} (from {name})"
+    return f"certifi's CA bundle {DEFAULT_CA_BUNDLE_PATH} (requests' default)"
