@@ -44,11 +44,14 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from publish_bench import MIB, measure, write_artifact  # noqa: E402
+from copy_floor import start_server  # noqa: E402
+from publish_bench import COST_HEADER, MIB, CostFloor, cost_row, measure, write_artifact  # noqa: E402
 
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
 
 METHODS = ("export-ours", "export-naive", "verify-ours", "verify-naive")
+#: The hashes each method computes over every byte (boto3's download_file checks none with "when_required").
+HASHES = dict.fromkeys(METHODS, ("md5",))
 
 
 # -- the naive children -------------------------------------------------------------------
@@ -137,7 +140,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             record = publish_image(stack, work, env, args.mib)
             size = (args.mib + 20) * MIB
             samples: Dict[str, List[Any]] = {m: [] for m in METHODS}
+            floor_server, floor_port = start_server()
+            costs = CostFloor()
             for round_no in range(args.rounds):
+                costs.sample(floor_port, work / "absent", ["md5"], download_path=work / "floor-out")
                 order = METHODS if round_no % 2 == 0 else tuple(reversed(METHODS))
                 for method in order:
                     out = work / f"out-{method}"
@@ -153,6 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     )
                     time.sleep(1)  # let the server settle between runs
             engine = stack.s3.name
+            floor_server.kill()
+            floor_server.wait()
     print(f"\nimage of {args.mib} MiB rootfs + 20 MiB on {engine}, medians of {args.rounds} rounds:")
     print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -165,6 +173,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"| {statistics.median(s.read_bytes for s in good) / size:.3f} "
             f"| {statistics.median(s.max_rss_mb for s in good):.0f} |"
         )
+    # The download floor writes what it receives; verify writes nothing, so its ratio is an upper bound.
+    print(f"\nCPU per GiB, hashes and raw download floor measured in this run (load {os.getloadavg()}):")
+    print(COST_HEADER)
+    floor = costs.summary()["download_floor_s_per_gib"]
+    for method in METHODS:
+        good = [s for s in samples[method] if s.exit_code == 0] or samples[method]
+        cpu = statistics.median(s.cpu_s for s in good)
+        print(cost_row(method, HASHES[method], cpu, size / 1024**3, costs, floor))
     for task in ("export", "verify"):
         ours = statistics.median(s.wall_s for s in samples[f"{task}-ours"])
         naive = statistics.median(s.wall_s for s in samples[f"{task}-naive"])

@@ -38,7 +38,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import publish_bench  # noqa: E402
-from publish_bench import MIB, measure, pin_process, s3_client, server_pids, write_artifact  # noqa: E402
+from copy_floor import start_server  # noqa: E402
+from publish_bench import (  # noqa: E402
+    COST_HEADER,
+    MIB,
+    CostFloor,
+    cost_row,
+    measure,
+    pin_process,
+    s3_client,
+    server_pids,
+    write_artifact,
+)
 
 from ims_python_helper.local.presign import presigned_get_url  # noqa: E402
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
@@ -46,6 +57,8 @@ from ims_python_helper.local.stack import LocalStack  # noqa: E402
 BUCKET = "boot-images"
 KEY = "fetch-bench/rootfs"
 METHODS = ("naive", "floor", "ours")
+#: The hashes each method computes over every byte (boto3 checks no checksum with "when_required").
+HASHES = {"naive": ("md5",), "floor": (), "ours": ("md5",)}
 
 
 # -- the children ---------------------------------------------------------------------
@@ -91,6 +104,29 @@ def child(method: str, url: str, out: str, md5: str, endpoint: str, access: str,
 # -- the parent -----------------------------------------------------------------------
 
 
+def print_costs(samples: Dict[str, List[Any]], costs: Any, mib: int, fixed_s: float) -> None:
+    """The CPU per GiB table and the wall bound: the larger of boto3's download and the md5 in memory."""
+    summary = costs.summary()
+    gib = mib / 1024
+    print(f"\nCPU per GiB, hashes and raw copy floor measured in this run (load {os.getloadavg()}):")
+    print(COST_HEADER)
+    for method in METHODS:
+        good = [s for s in samples[method] if s.exit_code == 0] or samples[method]
+        cpu = statistics.median(s.cpu_s for s in good)
+        print(cost_row(method, HASHES[method], cpu, gib, costs, summary["download_floor_s_per_gib"]))
+        if method == "ours":
+            label = f"ours, less its {fixed_s:.2f} CPU s of start and imports"
+            print(cost_row(label, HASHES[method], cpu - fixed_s, gib, costs, summary["download_floor_s_per_gib"]))
+    floor_wall = statistics.median(s.wall_s for s in samples["floor"])
+    md5_wall = summary["hash_wall_s_per_gib"]["md5"] * gib
+    ours = statistics.median(s.wall_s for s in samples["ours"])
+    bound = max(floor_wall, md5_wall)
+    print(
+        f"\nwall bound = max(floor {floor_wall:.2f} s, md5 in memory {md5_wall:.2f} s) = {bound:.2f} s; "
+        f"ours {ours:.2f} s = {ours / bound:.2f} x the bound"
+    )
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024, help="object size in MiB (default 1024)")
@@ -112,7 +148,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return child(*args.child)
     with tempfile.TemporaryDirectory(prefix="fetch-bench-") as work_dir:
         work = Path(work_dir)
-        with LocalStack(data_dir=work / "stack", s3=args.s3, ceph_store="memstore") as stack:
+        with LocalStack(
+            data_dir=work / "stack", s3=args.s3, ceph_store="memstore", memstore_bytes=(args.mib + 1024) * MIB
+        ) as stack:
             assert stack.s3 is not None
             if args.pin:
                 server_cpu, _, client_cpu = args.pin.partition(":")
@@ -121,6 +159,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for pid in [os.getpid(), *server_pids()]:
                     pin_process(pid, publish_bench.SERVER_CPUS)
             client = s3_client(stack)
+            # The far end of the raw copy floor, on the server's CPU (started after pinning, so it inherits it).
+            floor_server, floor_port = start_server()
+            costs = CostFloor()
             source = work / "rootfs"
             write_artifact(source, args.mib * MIB, seed=1)
             md5 = hashlib.md5(source.read_bytes()).hexdigest()
@@ -130,6 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             size = args.mib * MIB
             samples: Dict[str, List[Any]] = {m: [] for m in METHODS}
             for round_no in range(args.rounds):
+                costs.sample(floor_port, work / "absent", ["md5"], download_path=work / "floor-out")
                 order = METHODS if round_no % 2 == 0 else tuple(reversed(METHODS))
                 for method in order:
                     out = work / f"out-{method}"
@@ -159,6 +201,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     )
                     time.sleep(1)  # let the server settle between runs
             engine = stack.s3.name
+            # The fixed part of ours' CPU: starting Python and importing the download engine.
+            imports = [sys.executable, "-c", "import ims_python_helper.pod.download"]
+            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            fixed_s = statistics.median(measure(imports, env, work / "imports.log", 0.0).cpu_s for _ in range(3))
+            floor_server.kill()
+            floor_server.wait()
     pinned = f", pinned server:client CPUs {args.pin}" if args.pin else ""
     load = os.getloadavg()
     print(f"\n{args.mib} MiB object on {engine}{pinned}, medians of {args.rounds} rounds (load average now {load}):")
@@ -176,6 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ours = statistics.median(s.wall_s for s in samples["ours"])
     naive = statistics.median(s.wall_s for s in samples["naive"])
     print(f"\nours/naive wall: {ours / naive:.2f}")
+    print_costs(samples, costs, args.mib, fixed_s)
     if args.json:
         args.json.write_text(json.dumps({m: [vars(s) for s in v] for m, v in samples.items()}, indent=1))
     return 0

@@ -65,6 +65,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # runs from a checkout that is not installed
 
+sys.path.insert(0, str(HERE))
+from copy_floor import start_server  # noqa: E402
+
 from ims_python_helper.local.s3client import backend_s3_client  # noqa: E402
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
 
@@ -228,6 +231,83 @@ def measure(argv: Sequence[str], env: Dict[str, str], log: Path, busy_before: fl
         # This process's own polling is in here too (well under 1 % of a CPU).
         foreign_cpu_s=max(0.0, machine_s - own_s),
     )
+
+
+# -- what every transfer pays: the raw copy floor and the hashes, measured in the same run ----
+
+#: The hashes each method computes over every artifact byte: ours the file's md5 and the parts' md5s;
+#: boto3 over plain HTTP the SigV4 payload SHA-256 (ours sends Content-MD5 with unsigned payloads).
+HASHES = {"floor": ("sha256",), "naive": ("md5", "sha256"), "ours": ("md5", "md5")}
+
+
+def run_on_client_cpu(*args: str) -> Dict[str, Any]:
+    """Run a ``copy_floor.py`` command on the client's CPU(s); its JSON result."""
+    done = subprocess.run(
+        [sys.executable, str(HERE / "copy_floor.py"), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=_pin_client,
+    )
+    result: Dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+@dataclass
+class CostFloor:
+    """The raw copy floor and the hash costs, in CPU seconds per GiB, sampled once per round."""
+
+    upload_s: List[float] = field(default_factory=list)
+    download_s: List[float] = field(default_factory=list)
+    hash_s: Dict[str, List[float]] = field(default_factory=dict)
+    hash_wall_s: Dict[str, List[float]] = field(default_factory=dict)
+
+    def sample(self, port: int, path: Path, hashes: Sequence[str], download_path: Optional[Path] = None) -> None:
+        """Measure the floors (upload of ``path``, download of as many bytes) and each hash once."""
+        from copy_floor import per_gib
+
+        size = path.stat().st_size if path.exists() else 0
+        if size:
+            self.upload_s.append(per_gib(run_on_client_cpu("send", str(path), str(port))))
+        if download_path is not None:
+            result = run_on_client_cpu("receive", str(download_path), str(port), str(size or 1024 * MIB))
+            self.download_s.append(per_gib(result))
+        for name, result in run_on_client_cpu("hash", *sorted(set(hashes)), "--mib", "512").items():
+            self.hash_s.setdefault(name, []).append(per_gib(result))
+            self.hash_wall_s.setdefault(name, []).append(per_gib(result, "wall_s"))
+
+    def hashes_s(self, names: Sequence[str]) -> float:
+        """CPU seconds per GiB of computing each of ``names`` (repeats count) over every byte."""
+        return sum(statistics.median(self.hash_s[name]) for name in names)
+
+    def summary(self) -> Dict[str, Any]:
+        """Medians, for the JSON and the tables."""
+        median = statistics.median
+        return {
+            "upload_floor_s_per_gib": median(self.upload_s) if self.upload_s else None,
+            "download_floor_s_per_gib": median(self.download_s) if self.download_s else None,
+            "hash_s_per_gib": {name: median(values) for name, values in self.hash_s.items()},
+            "hash_wall_s_per_gib": {name: median(values) for name, values in self.hash_wall_s.items()},
+            "samples": asdict(self),
+        }
+
+
+def cost_row(label: str, hashes: Sequence[str], cpu_s: float, gib: float, floor: CostFloor, copy_floor: float) -> str:
+    """A Markdown row: client CPU per GiB, its hashes, the rest, the raw copy floor, and the rest over the floor."""
+    client = cpu_s / gib
+    hashed = floor.hashes_s(hashes)
+    beyond = client - hashed
+    names = " + ".join(hashes) or "none"
+    return (
+        f"| {label} | {client:.2f} | {names} = {hashed:.2f} | {beyond:.2f} | {copy_floor:.2f} "
+        f"| {beyond / copy_floor:.2f} |"
+    )
+
+
+COST_HEADER = (
+    "| method | client CPU s/GiB | its hashes (in-run hashlib) s/GiB | beyond the hashes | raw copy floor "
+    "| ratio |\n| --- | --- | --- | --- | --- | --- |"
+)
 
 
 # -- the stack and the files ------------------------------------------------------------
@@ -492,6 +572,8 @@ def run_size(args: argparse.Namespace, stack: LocalStack, work: Path, rootfs_mib
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     limit = args.max_foreign_cpu
+    costs = CostFloor()
+    hashes = [name for m in methods for name in HASHES[m.kind]]
     round_number = 0
     # Rounds go on until every method has --repeats clean runs (no failure, the machine otherwise
     # quiet), or three times that many rounds have run.
@@ -501,6 +583,7 @@ def run_size(args: argparse.Namespace, stack: LocalStack, work: Path, rootfs_mib
             break
         # Rotate the order each round so no method always runs first (or right after the same one).
         shift = round_number % len(wanted)
+        costs.sample(args.floor_port, files["rootfs"], hashes)
         for method in wanted[shift:] + wanted[:shift]:
             busy = wait_until_quiet(args.quiet_wait)
             log = logs / f"{rootfs_mib}-{method.label.replace(' ', '_')}-{round_number}.log"
@@ -529,6 +612,7 @@ def run_size(args: argparse.Namespace, stack: LocalStack, work: Path, rootfs_mib
         "artifact_bytes": artifact_bytes,
         "rows": rows,
         "ratios": ratios(rows),
+        "cost_floor": costs.summary(),
         "samples": {m.label: [asdict(s) for s in m.samples] for m in methods},
     }
     if not args.no_copy_timing:
@@ -543,9 +627,28 @@ def run_size(args: argparse.Namespace, stack: LocalStack, work: Path, rootfs_mib
             "wall_s": statistics.median(s.wall_s for s in samples),
             "rchar_mb": statistics.median(s.rchar for s in samples) / 1e6,
             "max_rss_mb": max(s.max_rss_mb for s in samples),
+            "cpu_s": statistics.median(s.cpu_s for s in samples),
         }
         empty_bucket(stack, client)
+    result["cost_rows"] = cost_rows(methods, rows, artifact_bytes, costs, result.get("startup"))
     return result
+
+
+def cost_rows(
+    methods: List[Method], rows: List[Dict[str, Any]], artifact_bytes: int, costs: CostFloor, startup: Any
+) -> List[str]:
+    """The CPU-per-GiB rows; with ``--startup`` also ours without the CLI's fixed cost (a 4 KiB publish's CPU)."""
+    gib = artifact_bytes / 1024**3
+    floor = costs.summary()["upload_floor_s_per_gib"]
+    lines = []
+    for method, row in zip(methods, rows):
+        if "cpu_s" not in row:
+            continue
+        lines.append(cost_row(method.label, HASHES[method.kind], row["cpu_s"], gib, costs, floor))
+        if startup and method.kind == "ours":
+            label = f"{method.label}, less the CLI's fixed {startup['cpu_s']:.2f} CPU s"
+            lines.append(cost_row(label, HASHES["ours"], row["cpu_s"] - startup["cpu_s"], gib, costs, floor))
+    return lines
 
 
 def describe_machine(stack: LocalStack) -> Dict[str, Any]:
@@ -582,6 +685,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     memstore = (2 * largest + 1024) * MIB
     stack = LocalStack(data_dir=work / "stack", s3=args.s3, memstore_bytes=memstore)
     stack.start()
+    floor_server = None
     try:
         if args.pin:
             server_cpu, _, client_cpu = args.pin.partition(":")
@@ -589,12 +693,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             CLIENT_CPUS.add(int(client_cpu))
             for pid in [os.getpid(), *server_pids()]:
                 pin_process(pid, SERVER_CPUS)
+        # The far end of the raw copy floor, on the server's CPU (started after pinning, so it inherits it).
+        floor_server, args.floor_port = start_server()
         machine = describe_machine(stack)
         machine["pinned"] = args.pin or "no"
         print(f"machine: {json.dumps(machine)}", flush=True)
         client = s3_client(stack)
         results = [run_size(args, stack, work, size, client) for size in args.rootfs_mib]
     finally:
+        if floor_server is not None:
+            floor_server.kill()
+            floor_server.wait()
         stack.stop()
     for result in results:
         title = (
@@ -604,6 +713,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print_table(title, result["rows"], args.markdown)
         for name, value in result["ratios"].items():
             print(f"  {name}: {value:.2f}")
+        print(f"\nCPU per GiB of artifacts, hashes and raw copy floor measured in this run (load {os.getloadavg()}):")
+        print(COST_HEADER)
+        for row in result["cost_rows"]:
+            print(row)
         if "copy_in_place" in result:
             copy = result["copy_in_place"]
             print(
@@ -614,7 +727,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             start = result["startup"]
             print(
                 f"  CLI fixed cost (4 KiB artifacts): {start['wall_s']:.2f} s, "
-                f"{start['rchar_mb']:.0f} MB read, {start['max_rss_mb']:.0f} MB RSS"
+                f"{start['cpu_s']:.2f} CPU s, {start['rchar_mb']:.0f} MB read, {start['max_rss_mb']:.0f} MB RSS"
             )
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2))

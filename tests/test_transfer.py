@@ -11,6 +11,7 @@ mocking boto3.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
+from s3transfer.utils import OSUtils
 
 from ims_python_helper.clients.oauth import Deadline
 from ims_python_helper.clients.storage import S3Settings, S3Storage
@@ -34,6 +36,7 @@ from ims_python_helper.publish.transfer import (
     ArtifactUpload,
     ArtifactUploader,
     TransferOptions,
+    _WholePartBody,
     transfer_config,
 )
 from tests.faults.proxy import Fault, FaultProxy
@@ -167,6 +170,19 @@ def test_transfer_config_bounds_parts_in_memory_by_concurrency() -> None:
     assert config.max_in_memory_upload_chunks == 3
     assert config.max_submission_concurrency == 1
     assert options.memory_bound == 8 * MIB * 5
+
+
+def test_a_part_reaches_the_socket_as_the_bytes_read_without_a_copy() -> None:
+    """The body urllib3 reads is the part's own ``bytes`` (no copy per block), on the first send and on a retry."""
+    part = os.urandom(4 * MIB)
+    # As s3transfer wraps a part of a stream it cannot seek (UploadNonSeekableInputManager._wrap_data).
+    chunk = OSUtils().open_file_chunk_reader_from_fileobj(io.BytesIO(part), len(part), len(part), callbacks=[])
+    body = _WholePartBody(chunk)
+    for send in ("first send", "retry"):
+        body.seek(0)
+        sent = body.read(16 * 1024)
+        assert sent is part, f"{send}: a {len(sent)}-byte copy was sent, not the part's own bytes"
+        assert body.read(16 * 1024) == b"", f"{send}: more after the whole part"
 
 
 def test_multipart_upload_records_the_md5_of_the_whole_file(run_cli: CliRunner, artifacts: Artifacts, s3: Any) -> None:

@@ -17,8 +17,9 @@ computed from the parts sent (or, after a single copy in place that the
 server gave a new ETag, the file's md5), in the CompleteMultipartUpload answer
 and in the HEAD that checks size and metadata.
 
-Request bodies go to the socket in 1 MiB writes rather than urllib3's 16 KiB
-(see ``_LargeBlockBody``): on a small machine that shares its cores with the
+A part's body goes to the socket as the very ``bytes`` object read from the
+file, in one write, rather than in urllib3's 16 KiB reads, each a copy
+(see ``_WholePartBody``): on a small machine that shares its cores with the
 S3 server, the client's CPU time is what paces the md5, and so the upload.
 
 Memory: a part is read into memory, queued, sent and dropped. At most
@@ -144,25 +145,26 @@ def transfer_config(options: TransferOptions) -> TransferConfig:
     )
 
 
-#: How much of a part body is handed to the socket per write.
-SEND_BLOCK = 1 * MIB
+class _WholePartBody:
+    """A part body that gives the HTTP layer the rest of the part in one read.
 
-
-class _LargeBlockBody:
-    """A part body that gives the HTTP layer up to ``SEND_BLOCK`` bytes per read.
-
-    urllib3 streams a file-like body in 16 KiB reads, each passing through
-    s3transfer's progress callbacks and a socket write; for parts of several
-    MiB that Python loop costs as much CPU as a tenth of the md5. Larger reads
-    send the same bytes in 64 times fewer rounds.
+    urllib3 streams a file-like body in 16 KiB reads, each copied out of the
+    part, passed through s3transfer's progress callbacks and written to the
+    socket. s3transfer keeps the part as a ``BytesIO`` over the ``bytes`` read
+    from the file, and a ``BytesIO`` read whole from its start returns that
+    object itself: so one read hands the socket the part's bytes without a
+    copy (BENCHMARKS.md, issue 20). A retry seeks back to 0 and reads it whole again.
+    s3transfer checks for a cancellation on each read, so a cancelled part
+    now stops after its body is sent rather than within 1 MiB; ``stop_transfers``
+    bounds that wait after a signal.
     """
 
     def __init__(self, body: Any) -> None:
         self.body = body
 
     def read(self, amount: int = -1) -> bytes:
-        """Read up to ``max(amount, SEND_BLOCK)`` bytes (all when negative)."""
-        data: bytes = self.body.read(amount if amount is None or amount < 0 else max(amount, SEND_BLOCK))
+        """Read the rest of the part, whatever ``amount`` urllib3 asks for."""
+        data: bytes = self.body.read()
         return data
 
     def seek(self, *args: Any) -> Any:
@@ -181,11 +183,11 @@ class _LargeBlockBody:
         self.body.close()
 
 
-def _send_part_bodies_in_large_blocks(request: Any, **kwargs: Any) -> None:
+def _send_whole_part_bodies(request: Any, **kwargs: Any) -> None:
     """botocore ``before-send`` hook for UploadPart: wrap the body (once, retries see the same request)."""
     body = request.body
-    if body is not None and hasattr(body, "read") and not isinstance(body, _LargeBlockBody):
-        request.body = _LargeBlockBody(body)
+    if body is not None and hasattr(body, "read") and not isinstance(body, _WholePartBody):
+        request.body = _WholePartBody(body)
 
 
 class _ProgressSubscriber(BaseSubscriber):
@@ -223,7 +225,7 @@ class ArtifactUploader:
         self._plan = self.options
         self._checksums = PartChecksums()
         self.storage.client.meta.events.register(
-            "before-send.s3.UploadPart", _send_part_bodies_in_large_blocks, unique_id="ims-large-send-blocks"
+            "before-send.s3.UploadPart", _send_whole_part_bodies, unique_id="ims-whole-part-bodies"
         )
 
     def upload_all(self, uploads: List[ArtifactUpload]) -> List[UploadedObject]:
