@@ -49,7 +49,7 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
-from ..clients.defaults import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, MIB
+from ..clients.defaults import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE
 from ..clients.oauth import Deadline
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError, s3_failure
