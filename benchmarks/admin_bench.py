@@ -27,7 +27,6 @@ O_DIRECT where the file system allows).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -44,7 +43,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from baselines import md5_of  # noqa: E402
 from copy_floor import start_server  # noqa: E402
+from fetch_bench import print_sample_table  # noqa: E402
 from publish_bench import COST_HEADER, MIB, CostFloor, cost_row, measure, write_artifact  # noqa: E402
 
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
@@ -55,14 +56,6 @@ HASHES = dict.fromkeys(METHODS, ("md5",))
 
 
 # -- the naive children -------------------------------------------------------------------
-
-
-def _md5_file(path: str) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(MIB), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def naive_child(method: str, manifest_path: str, out_dir: str) -> int:
@@ -86,7 +79,7 @@ def naive_child(method: str, manifest_path: str, out_dir: str) -> int:
         a_bucket, _, a_key = entry["link"]["path"][len("s3://") :].partition("/")
         target = os.path.join(out_dir, a_key.rpartition("/")[2])
         client.download_file(a_bucket, a_key, target)
-        bad += _md5_file(target) != entry["md5"]
+        bad += md5_of(target) != entry["md5"]
         if method == "verify-naive":
             os.unlink(target)
     return 3 if bad else 0
@@ -162,17 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             floor_server.kill()
             floor_server.wait()
     print(f"\nimage of {args.mib} MiB rootfs + 20 MiB on {engine}, medians of {args.rounds} rounds:")
-    print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for method in METHODS:
-        good = [s for s in samples[method] if s.exit_code == 0] or samples[method]
-        print(
-            f"| {method} | {statistics.median(s.wall_s for s in good):.2f} "
-            f"| {statistics.median(s.cpu_s for s in good):.2f} "
-            f"| {statistics.median(s.rchar for s in good) / size:.3f} "
-            f"| {statistics.median(s.read_bytes for s in good) / size:.3f} "
-            f"| {statistics.median(s.max_rss_mb for s in good):.0f} |"
-        )
+    print_sample_table(samples, METHODS, size)
     # The download floor writes what it receives; verify writes nothing, so its ratio is an upper bound.
     print(f"\nCPU per GiB, hashes and raw download floor measured in this run (load {os.getloadavg()}):")
     print(COST_HEADER)

@@ -142,6 +142,21 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def print_sample_table(samples: Dict[str, List[Any]], methods: Sequence[str], size: int) -> None:
+    """The medians of each method's good runs: wall, CPU, bytes read per byte, peak RSS (a markdown table)."""
+    print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method in methods:
+        good = [s for s in samples[method] if s.exit_code == 0] or samples[method]
+        print(
+            f"| {method} | {statistics.median(s.wall_s for s in good):.2f} "
+            f"| {statistics.median(s.cpu_s for s in good):.2f} "
+            f"| {statistics.median(s.rchar for s in good) / size:.3f} "
+            f"| {statistics.median(s.read_bytes for s in good) / size:.3f} "
+            f"| {statistics.median(s.max_rss_mb for s in good):.0f} |"
+        )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -210,17 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pinned = f", pinned server:client CPUs {args.pin}" if args.pin else ""
     load = os.getloadavg()
     print(f"\n{args.mib} MiB object on {engine}{pinned}, medians of {args.rounds} rounds (load average now {load}):")
-    print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for method in METHODS:
-        good = [s for s in samples[method] if s.exit_code == 0] or samples[method]
-        print(
-            f"| {method} | {statistics.median(s.wall_s for s in good):.2f} "
-            f"| {statistics.median(s.cpu_s for s in good):.2f} "
-            f"| {statistics.median(s.rchar for s in good) / size:.3f} "
-            f"| {statistics.median(s.read_bytes for s in good) / size:.3f} "
-            f"| {statistics.median(s.max_rss_mb for s in good):.0f} |"
-        )
+    print_sample_table(samples, METHODS, size)
     ours = statistics.median(s.wall_s for s in samples["ours"])
     naive = statistics.median(s.wall_s for s in samples["naive"])
     print(f"\nours/naive wall: {ours / naive:.2f}")

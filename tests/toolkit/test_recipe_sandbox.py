@@ -10,7 +10,7 @@ job to ``error``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, Tuple
 
 import pytest
 
@@ -106,25 +106,23 @@ def test_variables_filters_loops_and_conditionals_render_as_before(tmp_path):
     assert (recipe / "a-script.sh").read_text() == "echo sles15-compute\n"
 
 
-def test_the_pods_fetch_of_a_recipe_reading_the_secret_fails_the_job_and_leaves_nothing(
-    pod, presign, ims_api, tmp_path, secret
-):
-    payload = PAYLOADS["open through self.__init__.__globals__"]
-    recipe = make_recipe_tgz(
-        tmp_path / "recipe.tgz",
-        {
-            "config.xml": _evil_config(payload, secret),
-            "a-script.sh": "echo {{ name }}\n",
-            ".ims_recipe_template.yaml": TEMPLATE_LIST,
-        },
-    )
+def _pod_fetch(pod: Any, presign: Any, tmp_path: Path, config_xml: str) -> Tuple[Path, Any]:
+    """The pods' recipe fetch of a recipe whose config.xml (and a-script.sh) are templates: (its directory, result)."""
+    files = {"config.xml": config_xml, "a-script.sh": "echo {{ name }}\n", ".ims_recipe_template.yaml": TEMPLATE_LIST}
+    recipe = make_recipe_tgz(tmp_path / "recipe.tgz", files)
     values = tmp_path / "template_dictionary"
     values.write_text(VALUES)
     work = tmp_path / "mnt-recipe"
     work.mkdir()
-
     env = {"TEMPLATE_DICTIONARY_PATH": str(values)}
-    result = pod.run(FETCH, "--recipe", "True", str(work), presign(recipe), env=env)
+    return work, pod.run(FETCH, "--recipe", "True", str(work), presign(recipe), env=env)
+
+
+def test_the_pods_fetch_of_a_recipe_reading_the_secret_fails_the_job_and_leaves_nothing(
+    pod, presign, ims_api, tmp_path, secret
+):
+    payload = PAYLOADS["open through self.__init__.__globals__"]
+    work, result = _pod_fetch(pod, presign, tmp_path, _evil_config(payload, secret))
 
     assert result.code == 1
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
@@ -135,17 +133,7 @@ def test_the_pods_fetch_of_a_recipe_reading_the_secret_fails_the_job_and_leaves_
 
 
 def test_the_pods_fetch_renders_a_recipe_using_values_filters_loops_and_conditionals(pod, presign, tmp_path):
-    recipe = make_recipe_tgz(
-        tmp_path / "recipe.tgz",
-        {"config.xml": GOOD_TEMPLATE, "a-script.sh": "echo {{ name }}\n", ".ims_recipe_template.yaml": TEMPLATE_LIST},
-    )
-    values = tmp_path / "template_dictionary"
-    values.write_text(VALUES)
-    work = tmp_path / "mnt-recipe"
-    work.mkdir()
-
-    env = {"TEMPLATE_DICTIONARY_PATH": str(values)}
-    result = pod.run(FETCH, "--recipe", "True", str(work), presign(recipe), env=env)
+    work, result = _pod_fetch(pod, presign, tmp_path, GOOD_TEMPLATE)
 
     assert result.code == 0, result.stderr
     assert (work / "config.xml").read_text() == GOOD_RENDERED
