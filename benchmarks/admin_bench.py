@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE))
 
 from baselines import md5_of  # noqa: E402
 from copy_floor import start_server  # noqa: E402
-from fetch_bench import print_sample_table  # noqa: E402
+from fetch_bench import print_round, print_sample_table  # noqa: E402
 from publish_bench import COST_HEADER, MIB, CostFloor, cost_row, measure, write_artifact  # noqa: E402
 
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
@@ -143,13 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     sample = measure(method_argv(method, record, out), env, work / f"{method}.log", 0.0)
                     shutil.rmtree(out, ignore_errors=True)
                     samples[method].append(sample)
-                    print(
-                        f"round {round_no + 1} {method:12s} exit {sample.exit_code} wall {sample.wall_s:6.2f} s "
-                        f"cpu {sample.cpu_s:6.2f} s rchar/B {sample.rchar / size:.3f} "
-                        f"read_bytes/B {sample.read_bytes / size:.3f} peak RSS {sample.max_rss_mb:6.1f} MB "
-                        f"load {os.getloadavg()[0]:.1f}",
-                        flush=True,
-                    )
+                    print_round(round_no, f"{method:12s}", sample, size)
                     time.sleep(1)  # let the server settle between runs
             engine = stack.s3.name
             floor_server.kill()

@@ -142,6 +142,17 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def print_round(round_no: int, method: str, sample: Any, size: int) -> None:
+    """One line per measured run: exit status, wall, CPU, bytes read per byte, peak RSS and the load."""
+    print(
+        f"round {round_no + 1} {method} exit {sample.exit_code} wall {sample.wall_s:6.2f} s "
+        f"cpu {sample.cpu_s:6.2f} s rchar/B {sample.rchar / size:.3f} "
+        f"read_bytes/B {sample.read_bytes / size:.3f} peak RSS {sample.max_rss_mb:6.1f} MB "
+        f"load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+
+
 def print_sample_table(samples: Dict[str, List[Any]], methods: Sequence[str], size: int) -> None:
     """The medians of each method's good runs: wall, CPU, bytes read per byte, peak RSS (a markdown table)."""
     print("| method | wall s | CPU s | rchar / byte | read_bytes / byte | peak RSS MB |")
@@ -207,13 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     if out.exists():
                         out.unlink()
                     samples[method].append(sample)
-                    print(
-                        f"round {round_no + 1} {method:5s} exit {sample.exit_code} wall {sample.wall_s:6.2f} s "
-                        f"cpu {sample.cpu_s:6.2f} s rchar/B {sample.rchar / size:.3f} "
-                        f"read_bytes/B {sample.read_bytes / size:.3f} peak RSS {sample.max_rss_mb:6.1f} MB "
-                        f"load {os.getloadavg()[0]:.1f}",
-                        flush=True,
-                    )
+                    print_round(round_no, f"{method:5s}", sample, size)
                     time.sleep(1)  # let the server settle between runs
             engine = stack.s3.name
             # The fixed part of ours' CPU: starting Python and importing the download engine.
