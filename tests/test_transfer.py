@@ -11,12 +11,12 @@ mocking boto3.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -25,20 +25,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from s3transfer.utils import OSUtils
 
 from ims_python_helper.clients.oauth import Deadline
 from ims_python_helper.clients.storage import S3Settings, S3Storage
-from ims_python_helper.errors import StorageError
+from ims_python_helper.errors import StorageError, UploadCancelled
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.progress import LogProgress
-from ims_python_helper.publish.transfer import (
-    ArtifactUpload,
-    ArtifactUploader,
-    TransferOptions,
-    _WholePartBody,
-    transfer_config,
-)
+from ims_python_helper.publish.parts import PartBody, PartBuffers
+from ims_python_helper.publish.transfer import ArtifactUpload, ArtifactUploader, TransferOptions
 from tests.faults.proxy import Fault, FaultProxy
 from tests.support import ROOT, Artifacts, CliRunner, Snapshot, make_artifacts
 
@@ -162,27 +156,47 @@ def test_memory_does_not_grow_with_the_file(small_and_large_runs: Tuple[ChildRun
     assert large.peak_rss - small.peak_rss < extra / 4
 
 
-def test_transfer_config_bounds_parts_in_memory_by_concurrency() -> None:
+def test_the_part_buffers_are_reused_and_bound_memory_by_concurrency() -> None:
     options = TransferOptions(part_size=8 * MIB, concurrency=3)
-    config = transfer_config(options)
-    assert config.multipart_chunksize == config.multipart_threshold == 8 * MIB
-    assert config.max_request_concurrency == 3
-    assert config.max_in_memory_upload_chunks == 3
-    assert config.max_submission_concurrency == 1
-    assert options.memory_bound == 8 * MIB * 5
+    assert options.memory_bound == 8 * MIB * 5  # concurrency + 1 buffers, and one small file read whole
+    buffers = PartBuffers(options.concurrency + 1, 1024)
+    taken = [buffers.take() for _ in range(buffers.count)]
+    assert len({id(buffer) for buffer in taken}) == buffers.count
+    buffers.give(taken[1])
+    assert buffers.take() is taken[1], "a freed buffer is used again, not a new one made"
+    raised: List[BaseException] = []
+
+    def take() -> None:
+        try:
+            buffers.take()
+        except UploadCancelled as err:
+            raised.append(err)
+
+    waiting = threading.Thread(target=take)
+    waiting.start()  # all buffers are out: it waits until cancelled
+    buffers.cancel()
+    waiting.join(timeout=10)
+    assert not waiting.is_alive(), "a reader waiting for a buffer was not woken by the cancel"
+    assert raised, "the woken reader did not stop"
 
 
-def test_a_part_reaches_the_socket_as_the_bytes_read_without_a_copy() -> None:
-    """The body urllib3 reads is the part's own ``bytes`` (no copy per block), on the first send and on a retry."""
-    part = os.urandom(4 * MIB)
-    # As s3transfer wraps a part of a stream it cannot seek (UploadNonSeekableInputManager._wrap_data).
-    chunk = OSUtils().open_file_chunk_reader_from_fileobj(io.BytesIO(part), len(part), len(part), callbacks=[])
-    body = _WholePartBody(chunk)
+def test_a_part_reaches_the_socket_as_a_view_of_its_buffer_without_a_copy() -> None:
+    """The body urllib3 reads is a view of the part's buffer (no copy per block), on the first send and on a retry."""
+    buffer = bytearray(os.urandom(4 * MIB))
+    cancelled = threading.Event()
+    body = PartBody(memoryview(buffer)[: 3 * MIB], cancelled)
+    assert len(body) == 3 * MIB
     for send in ("first send", "retry"):
         body.seek(0)
         sent = body.read(16 * 1024)
-        assert sent is part, f"{send}: a {len(sent)}-byte copy was sent, not the part's own bytes"
+        assert isinstance(sent, memoryview) and sent.obj is buffer, f"{send}: a copy was sent, not the buffer"
+        assert sent == buffer[: 3 * MIB], f"{send}: not the part's bytes"
         assert body.read(16 * 1024) == b"", f"{send}: more after the whole part"
+    cancelled.set()
+    assert body.read() == b"", "an attempt that has sent its body is left to finish"
+    body.seek(0)
+    with pytest.raises(UploadCancelled):
+        body.read()  # a retry that has not begun
 
 
 def test_multipart_upload_records_the_md5_of_the_whole_file(run_cli: CliRunner, artifacts: Artifacts, s3: Any) -> None:
@@ -233,7 +247,7 @@ def test_failed_multipart_upload_is_aborted_by_the_engine(
 
     assert s3_proxy.count(method="POST", path=r"\?uploads") == 1  # the multipart upload was started
     assert s3_proxy.count(method="PUT", path=r"partNumber=1(&|$)") == 1
-    assert s3_proxy.count(method="DELETE", path=r"uploadId=") >= 1  # and aborted, by s3transfer itself
+    assert s3_proxy.count(method="DELETE", path=r"uploadId=") >= 1  # and aborted, by the engine itself
     assert open_uploads(s3, prefix) == []
     assert [k for k in keys_under(s3, prefix) if k.endswith("rootfs")] == []
 

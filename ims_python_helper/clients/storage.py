@@ -108,7 +108,7 @@ def check_endpoint(endpoint: Optional[str]) -> None:
 
 #: Request bodies are never SHA-256-signed, not even over plain HTTP: every body carries a Content-MD5
 #: instead, which SigV4 signs and the server checks (``_add_content_md5``; part uploads get theirs from
-#: ``integrity.PartChecksums``). The same checking at less cost: the part md5s are needed anyway for
+#: ``publish.parts``). The same checking at less cost: the part md5s are needed anyway for
 #: the ETag check, and the server computes them anyway for the ETag (BENCHMARKS.md).
 SIGN_PAYLOAD = False
 

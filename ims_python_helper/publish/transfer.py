@@ -1,15 +1,16 @@
 """The upload engine: every artifact read once, hashed while it is sent, parts and artifacts in parallel.
 
-Large files are handed to s3transfer as a read-only stream: s3transfer reads
-each one front to back, a part at a time, while up to ``concurrency`` part
-uploads (of all artifacts together) are on the wire. The md5 (and optional
-SHA-256) is taken from exactly the bytes s3transfer reads, so a file is read
-from disk once. S3 wants user metadata when a multipart upload starts, but the
-md5 is only known at the end, so the ``md5sum`` metadata is added afterwards by
-a server-side copy onto the same key. No data passes through the client again,
-and Ceph RGW only rewrites the object's head (0.05 s for 1 GiB and for 4 GiB,
-BENCHMARKS.md). Files no larger than one part are read whole and stored in one
-PUT with Content-MD5, metadata included.
+Large files go up as multipart uploads through ``parts.PartUploads``: each
+is read front to back, a part at a time, into buffers that are reused for
+every part, while up to ``concurrency`` part uploads (of all artifacts
+together) are on the wire. The md5 (and optional SHA-256) is taken from
+exactly the bytes read, so a file is read from disk once. S3 wants user
+metadata when a multipart upload starts, but the md5 is only known at the
+end, so the ``md5sum`` metadata is added afterwards by a server-side copy
+onto the same key. No data passes through the client again, and Ceph RGW
+only rewrites the object's head (0.05 s for 1 GiB and for 4 GiB,
+BENCHMARKS.md). Files no larger than one part are read whole and stored in
+one PUT with Content-MD5, metadata included.
 
 Every part carries the signed Content-MD5 of its bytes (``integrity``), so the
 server checks every byte; afterwards the object's ETag must be the one
@@ -17,21 +18,14 @@ computed from the parts sent (or, after a single copy in place that the
 server gave a new ETag, the file's md5), in the CompleteMultipartUpload answer
 and in the HEAD that checks size and metadata.
 
-A part's body goes to the socket as the very ``bytes`` object read from the
-file, in one write, rather than in urllib3's 16 KiB reads, each a copy
-(see ``_WholePartBody``): on a small machine that shares its cores with the
-S3 server, the client's CPU time is what paces the md5, and so the upload.
-
-Memory: a part is read into memory, queued, sent and dropped. At most
-``concurrency`` parts are queued or on the wire, one more is being read (the
-artifacts are read one after another, smallest first; their parts still go up
-together) and one small file may be in memory, so the peak is about
-``part_size * (concurrency + 2)`` whatever the file sizes (see
+Memory: ``concurrency + 1`` part buffers, shared by every artifact (parts
+being read, queued or on the wire), and one small file read whole, so the
+peak is ``part_size * (concurrency + 2)`` whatever the file sizes (see
 ``TransferOptions.memory_bound``).
 
-When an upload fails, s3transfer aborts its multipart upload and the other
-transfers are cancelled (and aborted) too; the caller sweeps the prefix for
-any upload the server could not be told about.
+When an upload fails, its multipart upload is aborted and the other uploads
+are cancelled (and aborted) too; the caller sweeps the prefix for any upload
+the server could not be told about.
 """
 
 from __future__ import annotations
@@ -42,11 +36,9 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set
 
 import botocore.exceptions
-from s3transfer.manager import TransferConfig, TransferManager
-from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
 from ..clients.defaults import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE
@@ -54,7 +46,8 @@ from ..clients.oauth import Deadline
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError, s3_failure
 from ..progress import Progress
-from .integrity import HashingReader, PartChecksums
+from .integrity import HashingReader
+from .parts import PartUploads, is_cancellation
 from .stop_uploads import stop_transfers
 
 LOGGER = logging.getLogger(__name__)
@@ -115,10 +108,9 @@ class TransferOptions:
     def planned_for(self, sizes: List[int]) -> TransferOptions:
         """These options with the part size every one of ``sizes`` fits in ``max_parts`` parts at.
 
-        One part size for a whole publish: s3transfer takes it from one
-        ``TransferConfig``, and only a file past 10,000 parts at the configured
-        size (78 GiB at 8 MiB) raises it. s3transfer's own adjustment then never
-        changes it, so the parts are the ones planned here.
+        One part size for a whole publish: the part buffers are shared by every
+        file, and only a file past 10,000 parts at the configured size (78 GiB
+        at 8 MiB) raises it.
         """
         return replace(self, part_size=max([self.part_size_for(size) for size in sizes] or [self.part_size]))
 
@@ -129,81 +121,6 @@ class TransferOptions:
     def is_multipart(self, size: int) -> bool:
         """True when a file of ``size`` bytes goes up as a multipart upload."""
         return size > self.part_size
-
-
-def transfer_config(options: TransferOptions) -> TransferConfig:
-    """The s3transfer settings that give ``options``' parallelism and memory bound."""
-    return TransferConfig(
-        multipart_threshold=options.part_size,
-        multipart_chunksize=options.part_size,
-        max_request_concurrency=options.concurrency,
-        # One artifact is read at a time. Reading them side by side added a part
-        # to memory per artifact and, on 2 cores, was slower (BENCHMARKS.md).
-        max_submission_concurrency=1,
-        # Parts read ahead of the network: this is what bounds memory whatever the file size.
-        max_in_memory_upload_chunks=options.concurrency,
-    )
-
-
-class _WholePartBody:
-    """A part body that gives the HTTP layer the rest of the part in one read.
-
-    urllib3 streams a file-like body in 16 KiB reads, each copied out of the
-    part, passed through s3transfer's progress callbacks and written to the
-    socket. s3transfer keeps the part as a ``BytesIO`` over the ``bytes`` read
-    from the file, and a ``BytesIO`` read whole from its start returns that
-    object itself: so one read hands the socket the part's bytes without a
-    copy (BENCHMARKS.md, issue 20). A retry seeks back to 0 and reads it whole again.
-    s3transfer checks for a cancellation on each read, so a cancelled part
-    now stops after its body is sent rather than within 1 MiB; ``stop_transfers``
-    bounds that wait after a signal.
-    """
-
-    def __init__(self, body: Any) -> None:
-        self.body = body
-
-    def read(self, amount: int = -1) -> bytes:
-        """Read the rest of the part, whatever ``amount`` urllib3 asks for."""
-        data: bytes = self.body.read()
-        return data
-
-    def seek(self, *args: Any) -> Any:
-        """Rewind for a retry (botocore seeks to 0)."""
-        return self.body.seek(*args)
-
-    def tell(self) -> int:
-        """Position in the part."""
-        return int(self.body.tell())
-
-    def __len__(self) -> int:
-        return len(self.body)
-
-    def close(self) -> None:
-        """Close the part body."""
-        self.body.close()
-
-
-def _send_whole_part_bodies(request: Any, **kwargs: Any) -> None:
-    """botocore ``before-send`` hook for UploadPart: wrap the body (once, retries see the same request)."""
-    body = request.body
-    if body is not None and hasattr(body, "read") and not isinstance(body, _WholePartBody):
-        request.body = _WholePartBody(body)
-
-
-class _ProgressSubscriber(BaseSubscriber):
-    """Forwards s3transfer's byte counts to a ``Progress`` and provides the transfer size up front."""
-
-    def __init__(self, progress: Progress, name: str, size: int) -> None:
-        self._progress = progress
-        self._name = name
-        self._size = size
-
-    def on_queued(self, future: Any, **kwargs: Any) -> None:
-        # A known size lets s3transfer plan the parts without buffering the start of the stream.
-        future.meta.provide_transfer_size(self._size)
-
-    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
-        self._progress.advance(self._name, bytes_transferred)
 
 
 @dataclass(eq=False)
@@ -217,21 +134,17 @@ class ArtifactUploader:
 
     def __post_init__(self) -> None:
         self._cancelled = threading.Event()
-        self._transfers: List[Any] = []  # s3transfer's futures and the artifact threads, to stop them
         self._futures: List[concurrent.futures.Future] = []
         self._abandoned = False
         # A small file is read whole before its PUT; one at a time keeps that inside the memory bound.
         self._small_file_slot = threading.Semaphore(1)
         self._plan = self.options
-        self._checksums = PartChecksums()
-        self.storage.client.meta.events.register(
-            "before-send.s3.UploadPart", _send_whole_part_bodies, unique_id="ims-whole-part-bodies"
-        )
+        self._parts: Optional[PartUploads] = None
 
     def upload_all(self, uploads: List[ArtifactUpload]) -> List[UploadedObject]:
         """Upload every artifact at once; on the first failure cancel the rest and raise it.
 
-        Results come back in the order of ``uploads``. s3transfer aborts the
+        Results come back in the order of ``uploads``. The engine aborts the
         multipart uploads it cancels; the caller still sweeps the prefix for any
         it could not abort (the server may be gone). After a signal, see ``stop_transfers``.
         """
@@ -240,31 +153,29 @@ class ArtifactUploader:
         succeeded = False
         self._plan = self.options.planned_for([upload.size for upload in uploads])
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(uploads), thread_name_prefix="artifact")
-        manager = TransferManager(self.storage.client, transfer_config(self._plan))
-        self._checksums.register(self.storage.client)
+        parts = self._parts = PartUploads(
+            self.storage.client, self.storage.bucket, self._plan.part_size, self._plan.concurrency, self._cancelled
+        )
         try:
             try:
-                results = self._run_all(pool, manager, uploads)
+                results = self._run_all(pool, uploads)
             except BaseException as err:
-                self._cancelled.set()
-                self._abandoned = True  # until stop_transfers has seen every transfer stop
-                self._abandoned, raised = stop_transfers(manager, self._transfers, self._futures, err)
+                self._abandoned = True  # until stop_transfers has seen every upload stop
+                self._abandoned, raised = stop_transfers(parts.cancel, self._futures, err)
                 raise raised
-            manager.shutdown()
             succeeded = True
             return results
         finally:
+            parts.shutdown(wait=not self._abandoned)
             pool.shutdown(wait=not self._abandoned)
-            self._checksums.unregister(self.storage.client)
             self.progress.close(succeeded)
 
     def _run_all(
-        self, pool: concurrent.futures.ThreadPoolExecutor, manager: TransferManager, uploads: List[ArtifactUpload]
+        self, pool: concurrent.futures.ThreadPoolExecutor, uploads: List[ArtifactUpload]
     ) -> List[UploadedObject]:
-        # Smallest first: s3transfer reads one artifact at a time, so the small ones
-        # are read (and start sending) at once instead of after the rootfs.
+        # Smallest first: the small ones take their buffers (and start sending) before the rootfs.
         order = sorted(range(len(uploads)), key=lambda i: uploads[i].size)
-        futures = {i: pool.submit(self._upload_or_cancel, manager, uploads[i]) for i in order}
+        futures = {i: pool.submit(self._upload_or_cancel, uploads[i]) for i in order}
         self._futures = list(futures.values())
         done, pending = concurrent.futures.wait(
             futures.values(), timeout=self.deadline.remaining(), return_when=concurrent.futures.FIRST_EXCEPTION
@@ -283,22 +194,24 @@ class ArtifactUploader:
             )
         return [futures[i].result() for i in range(len(uploads))]
 
-    def _upload_or_cancel(self, manager: TransferManager, upload: ArtifactUpload) -> UploadedObject:
+    def _upload_or_cancel(self, upload: ArtifactUpload) -> UploadedObject:
         try:
-            return self._upload_one(manager, upload)
+            return self._upload_one(upload)
         except BaseException:
-            self._cancelled.set()  # here, before the next small file takes the slot and sends (and retries)
+            # Here, before the next small file takes the slot and sends (and retries).
+            self._cancelled.set()
+            if self._parts is not None:
+                self._parts.cancel()
             raise
 
-    def _upload_one(self, manager: TransferManager, upload: ArtifactUpload) -> UploadedObject:
+    def _upload_one(self, upload: ArtifactUpload) -> UploadedObject:
         self.progress.start(upload.name, upload.size)
         copied_in_parts = False
-        with open(upload.path, "rb") as handle:
+        with open(upload.path, "rb", buffering=0) as handle:
             multipart = self._plan.is_multipart(upload.size)
             reader = HashingReader(handle, sha256=self._plan.sha256, parts=multipart)
             if multipart:
-                self._checksums.watch(self.storage.bucket, upload.key, reader)
-                copied_in_parts = self._put_large(manager, upload, reader)
+                copied_in_parts = self._put_large(upload, reader)
             else:
                 self._put_small(upload, reader)
         if reader.bytes_read != upload.size:
@@ -345,31 +258,32 @@ class ArtifactUploader:
             self.progress.advance(upload.name, len(data))
             return etag
 
-    def _put_large(self, manager: TransferManager, upload: ArtifactUpload, reader: HashingReader) -> bool:
+    def _put_large(self, upload: ArtifactUpload, reader: HashingReader) -> bool:
         """Send a file as a multipart upload and check the server's ETag; True when its metadata was copied in parts."""
         self._check_running(upload)
-        future = manager.upload(
-            reader,
-            self.storage.bucket,
-            upload.key,
-            extra_args={"ContentType": upload.content_type, "Metadata": dict(upload.metadata)},
-            subscribers=[_ProgressSubscriber(self.progress, upload.name, upload.size)],
-        )
-        self._transfers.append(future)
+        assert self._parts is not None
         failed = f"upload of {upload.path} to s3://{self.storage.bucket}/{upload.key} failed"
         try:
-            future.result()
+            self._parts.upload(
+                upload.key,
+                reader,
+                {"ContentType": upload.content_type, "Metadata": dict(upload.metadata)},
+                progress=lambda size: self.progress.advance(upload.name, size),
+                check=lambda: self._check_running(upload),
+            )
         except botocore.exceptions.ClientError as err:
             if not self._completed_before_its_answer_was_lost(upload, reader, err):
                 raise s3_failure(f"{failed}: {describe_s3_error(err)}", err) from None
         except botocore.exceptions.BotoCoreError as err:
+            if is_cancellation(err):
+                raise UploadCancelled(f"upload of {upload.path} was cancelled") from None
             raise StorageError(f"{failed}: {describe_s3_error(err)}") from None
         except ImsHelperError:
             raise
+        except OSError as err:
+            raise StorageError(f"cannot read {upload.path}: {err.strerror or err}") from None
         except Exception as err:
-            if self._cancelled.is_set():
-                raise UploadCancelled(f"upload of {upload.path} was cancelled") from None
-            raise StorageError(f"upload of {upload.path} failed: {type(err).__name__}: {err}") from None
+            raise StorageError(f"{failed}: {type(err).__name__}: {err}") from None
         self._check_completed_etag(upload, reader)
         self._check_running(upload)
         started = time.monotonic()
