@@ -109,8 +109,8 @@ class TransferOptions:
         """These options with the part size every one of ``sizes`` fits in ``max_parts`` parts at.
 
         One part size for a whole publish: the part buffers are shared by every
-        file, and only a file past 10,000 parts at the configured size (78 GiB
-        at 8 MiB) raises it.
+        file, and only a file past 10,000 parts at the configured size (156 GiB
+        at 16 MiB) raises it.
         """
         return replace(self, part_size=max([self.part_size_for(size) for size in sizes] or [self.part_size]))
 
