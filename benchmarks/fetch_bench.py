@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -59,6 +60,8 @@ KEY = "fetch-bench/rootfs"
 METHODS = ("naive", "floor", "ours")
 #: The hashes each method computes over every byte (boto3 checks no checksum with "when_required").
 HASHES = {"naive": ("md5",), "floor": (), "ours": ("md5",)}
+BUFFERED_ENV = "FETCH_BENCH_BUFFERED"
+SETTINGS_ENV = "FETCH_BENCH_OURS"
 
 
 # -- the children ---------------------------------------------------------------------
@@ -95,9 +98,14 @@ def child(method: str, url: str, out: str, md5: str, endpoint: str, access: str,
         )
         client.download_file(BUCKET, KEY, out)
         return 0
-    from ims_python_helper.pod.download import download_file
+    from ims_python_helper.pod.download import DownloadOptions, download_file
 
-    download_file(url, out, expected_md5=md5)
+    # --buffered and --ours reach the children in the environment.
+    part_mib, _, concurrency = os.environ.get(SETTINGS_ENV, "").partition("x")
+    options = DownloadOptions(direct_io=not os.environ.get(BUFFERED_ENV))
+    if part_mib:
+        options = replace(options, part_size=int(part_mib) * MIB, concurrency=int(concurrency))
+    download_file(url, out, expected_md5=md5, options=options)
     return 0
 
 
@@ -138,6 +146,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         metavar="SERVER_CPU:CLIENT_CPU",
         help="keep the S3 server on one CPU and each fetching client on another (as on separate hosts), e.g. 1:0",
     )
+    parser.add_argument(
+        "--buffered", action="store_true", help="ours writes through the page cache (DownloadOptions(direct_io=False))"
+    )
+    parser.add_argument("--ours", metavar="PARTxCONC", help="ours with these part MiB and parallel ranges, e.g. 8x8")
     parser.add_argument("--child", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -172,6 +184,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child(*args.child)
+    if args.buffered:
+        os.environ[BUFFERED_ENV] = "1"
+    if args.ours:
+        os.environ[SETTINGS_ENV] = args.ours
     with tempfile.TemporaryDirectory(prefix="fetch-bench-") as work_dir:
         work = Path(work_dir)
         with LocalStack(

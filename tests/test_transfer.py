@@ -28,7 +28,7 @@ import pytest
 
 from ims_python_helper.clients.oauth import Deadline
 from ims_python_helper.clients.storage import S3Settings, S3Storage
-from ims_python_helper.errors import StorageError, UploadCancelled
+from ims_python_helper.errors import StorageError, UploadCancelled, VerificationError
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.progress import LogProgress
 from ims_python_helper.publish.parts import PartBody, PartBuffers
@@ -232,6 +232,23 @@ def test_multipart_upload_records_the_md5_of_the_whole_file(run_cli: CliRunner, 
 
 
 # -- failures leave nothing behind --------------------------------------------------------
+
+
+@pytest.mark.parametrize("actual_mib", [0, 2], ids=["emptied", "cut-short"])
+def test_a_file_cut_short_while_it_is_read_fails_as_changed_and_leaves_no_upload(
+    stack: LocalStack, tmp_path: Path, s3: Any, actual_mib: int
+) -> None:
+    prefix = f"transfer-test/{uuid.uuid4()}/"
+    path = tmp_path / "rootfs"
+    path.write_bytes(os.urandom(actual_mib * MIB))
+    # Planned from the size it had (three parts), read at the size it has now.
+    upload = ArtifactUpload("rootfs", str(path), f"{prefix}rootfs", ROOTFS_TYPE, 3 * PART_MIB * MIB)
+    uploader = ArtifactUploader(storage_for(stack), TransferOptions(part_size=PART_MIB * MIB))
+
+    with pytest.raises(VerificationError, match=r"rootfs changed while it was read \(\d+ bytes read"):
+        uploader.upload_all([upload])
+
+    assert open_uploads(s3, prefix) == []
 
 
 def test_failed_multipart_upload_is_aborted_by_the_engine(

@@ -214,10 +214,7 @@ class ArtifactUploader:
                 copied_in_parts = self._put_large(upload, reader)
             else:
                 self._put_small(upload, reader)
-        if reader.bytes_read != upload.size:
-            raise VerificationError(
-                f"{upload.path} changed while it was read ({reader.bytes_read} bytes read, {upload.size} expected)"
-            )
+        _check_size_read(upload, reader)
         info = self.storage.head(upload.key)
         if info is None:
             raise VerificationError(f"s3://{self.storage.bucket}/{upload.key} is missing right after its upload")
@@ -272,6 +269,7 @@ class ArtifactUploader:
                 check=lambda: self._check_running(upload),
             )
         except botocore.exceptions.ClientError as err:
+            _check_size_read(upload, reader)  # a file cut short ends in no parts or a part too small
             if not self._completed_before_its_answer_was_lost(upload, reader, err):
                 raise s3_failure(f"{failed}: {describe_s3_error(err)}", err) from None
         except botocore.exceptions.BotoCoreError as err:
@@ -324,6 +322,15 @@ class ArtifactUploader:
         if self._cancelled.is_set():
             raise UploadCancelled(f"upload of {upload.path} was cancelled")
         self.deadline.check(f"uploading {upload.path}")
+
+
+def _check_size_read(upload: ArtifactUpload, reader: HashingReader) -> None:
+    """Raise when the file did not have the size it had when the publish began."""
+    if reader.bytes_read != upload.size:
+        raise VerificationError(
+            f"{upload.path} changed while it was read ({reader.bytes_read} bytes read, {upload.size} expected); "
+            "publish it again once it is complete"
+        )
 
 
 def _failures(futures: Set[concurrent.futures.Future]) -> List[BaseException]:
