@@ -58,9 +58,10 @@ from .resume import SpanLedger
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_PART_SIZE = 16 * MIB
-#: Four streams of 16 MiB parts: on a loaded two-core machine they spent less CPU and wall than 8 x 8 MiB.
-DEFAULT_CONCURRENCY = 4
+DEFAULT_PART_SIZE = 32 * MIB
+#: Two streams of 32 MiB parts: on a quiet two-core machine a 1 GiB fetch took 2.2 to 2.8 s against 2.8 to 3.2 s
+#: with four of 16 MiB, for the same CPU (BENCHMARKS.md, issue 20); memory bound 32 x 3 = 96 MiB.
+DEFAULT_CONCURRENCY = 2
 #: How often one range (or the single stream) is tried before the download fails.
 DEFAULT_ATTEMPTS = 5
 

@@ -21,7 +21,7 @@ from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.pod.download import DownloadOptions
 from tests.admin.conftest import bundle_files, manifest_md5s, publish
 from tests.faults.proxy import FaultProxy, ProxyEvent
-from tests.support import ROOT, Artifacts, CliRunner
+from tests.support import ROOT, CliRunner, make_artifacts
 
 PART = DownloadOptions().part_size
 
@@ -51,8 +51,10 @@ def missing_bytes(directory: Path, sizes: Dict[str, int]) -> int:
 
 
 def test_an_export_killed_mid_way_fetches_only_the_missing_bytes_when_run_again(
-    stack: LocalStack, stack_env: Dict[str, str], run_cli: CliRunner, artifacts: Artifacts, s3: Any, tmp_path: Path
+    stack: LocalStack, stack_env: Dict[str, str], run_cli: CliRunner, s3: Any, tmp_path: Path
 ):
+    # A rootfs of three ranges at the engine's part size: the second one is held.
+    artifacts = make_artifacts(tmp_path / "artifacts", rootfs_size=2 * PART + 3 * 1024 * 1024, seed=7)
     record = publish(run_cli, artifacts, "export-killed")
     target = tmp_path / "bundle"
     held, release = threading.Event(), threading.Event()
