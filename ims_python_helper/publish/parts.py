@@ -121,7 +121,6 @@ class PartUploads:
     def __init__(self, client: Any, bucket: str, part_size: int, concurrency: int, cancelled: threading.Event) -> None:
         self.client = client
         self.bucket = bucket
-        self.part_size = part_size
         self.cancelled = cancelled
         self.buffers = PartBuffers(concurrency + 1, part_size)
         self._senders = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="part")
