@@ -22,6 +22,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         server: RangeServer = self.server.app  # type: ignore[attr-defined]
+        # Noted before the answer goes out: a client that has read it finds its connection counted.
+        server.note_client(self.client_address)
         blob = server.blob
         header = self.headers.get("Range")
         match = _RANGE.match(header or "") if server.ranges else None
@@ -41,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         body = blob[start : end + 1] if cut is None else blob[start : start + cut]
         self.wfile.write(body)
-        server.record(start, end, len(body), self.client_address)
+        server.record(start, end, len(body))
         if cut is not None:
             self.wfile.flush()
             self.close_connection = True
@@ -91,10 +93,13 @@ class RangeServer:
                     return cut[1]
         return None
 
-    def record(self, start: int, end: int, sent: int, client: Any = None) -> None:
+    def note_client(self, client: Any) -> None:
+        with self._lock:
+            self.clients.add(client)
+
+    def record(self, start: int, end: int, sent: int) -> None:
         with self._lock:
             self.served.append((start, end, sent))
-            self.clients.add(client)
 
     @property
     def bytes_sent(self) -> int:
