@@ -198,10 +198,10 @@ class ArtifactUploader:
         try:
             return self._upload_one(upload)
         except BaseException:
-            # Here, before the next small file takes the slot and sends (and retries).
-            self._cancelled.set()
-            if self._parts is not None:
-                self._parts.cancel()
+            # Here, before the next small file takes the slot and sends (and retries). It sets
+            # ``_cancelled`` and wakes any reader waiting for a part buffer; made before any upload runs.
+            assert self._parts is not None
+            self._parts.cancel()
             raise
 
     def _upload_one(self, upload: ArtifactUpload) -> UploadedObject:
