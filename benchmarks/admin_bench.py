@@ -158,6 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         good = [s for s in samples[method] if s.exit_code == 0] or samples[method]
         cpu = statistics.median(s.cpu_s for s in good)
         print(cost_row(method, HASHES[method], cpu, size / 1024**3, costs, floor))
+    print(f"  ({costs.spread()}; the median is used)")
     for task in ("export", "verify"):
         ours = statistics.median(s.wall_s for s in samples[f"{task}-ours"])
         naive = statistics.median(s.wall_s for s in samples[f"{task}-naive"])

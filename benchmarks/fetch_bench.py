@@ -125,6 +125,7 @@ def print_costs(samples: Dict[str, List[Any]], costs: Any, mib: int, fixed_s: fl
         if method == "ours":
             label = f"ours, less its {fixed_s:.2f} CPU s of start and imports"
             print(cost_row(label, HASHES[method], cpu - fixed_s, gib, costs, summary["download_floor_s_per_gib"]))
+    print(f"  ({costs.spread()}; the median is used)")
     floor_wall = statistics.median(s.wall_s for s in samples["floor"])
     md5_wall = summary["hash_wall_s_per_gib"]["md5"] * gib
     ours = statistics.median(s.wall_s for s in samples["ours"])

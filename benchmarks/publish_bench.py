@@ -253,9 +253,18 @@ def run_on_client_cpu(*args: str) -> Dict[str, Any]:
     return result
 
 
+#: Copy-floor measurements per round (the median of all of them is used).
+FLOOR_REPEATS = 5
+
+
 @dataclass
 class CostFloor:
-    """The raw copy floor and the hash costs, in CPU seconds per GiB, sampled once per round."""
+    """The raw copy floor and the hash costs, in CPU seconds per GiB, sampled in every round.
+
+    The copy floors move by about 20 % from one measurement to the next, so
+    each round takes ``FLOOR_REPEATS`` of each and the tables use the median
+    of all of them; ``spread`` gives their range for the printout.
+    """
 
     upload_s: List[float] = field(default_factory=list)
     download_s: List[float] = field(default_factory=list)
@@ -263,18 +272,28 @@ class CostFloor:
     hash_wall_s: Dict[str, List[float]] = field(default_factory=dict)
 
     def sample(self, port: int, path: Path, hashes: Sequence[str], download_path: Optional[Path] = None) -> None:
-        """Measure the floors (upload of ``path``, download of as many bytes) and each hash once."""
+        """Measure the floors (upload of ``path``, download of as many bytes) and each hash."""
         from copy_floor import per_gib
 
         size = path.stat().st_size if path.exists() else 0
-        if size:
-            self.upload_s.append(per_gib(run_on_client_cpu("send", str(path), str(port))))
-        if download_path is not None:
-            result = run_on_client_cpu("receive", str(download_path), str(port), str(size or 1024 * MIB))
-            self.download_s.append(per_gib(result))
+        for _ in range(FLOOR_REPEATS):
+            if size:
+                self.upload_s.append(per_gib(run_on_client_cpu("send", str(path), str(port))))
+            if download_path is not None:
+                result = run_on_client_cpu("receive", str(download_path), str(port), str(size or 1024 * MIB))
+                self.download_s.append(per_gib(result))
         for name, result in run_on_client_cpu("hash", *sorted(set(hashes)), "--mib", "512").items():
             self.hash_s.setdefault(name, []).append(per_gib(result))
             self.hash_wall_s.setdefault(name, []).append(per_gib(result, "wall_s"))
+
+    def spread(self) -> str:
+        """The range of the copy floors sampled, e.g. for a line under a table."""
+        parts = [
+            f"{name} floor {min(values):.2f} to {max(values):.2f} s/GiB over {len(values)} samples"
+            for name, values in (("upload", self.upload_s), ("download", self.download_s))
+            if values
+        ]
+        return "; ".join(parts)
 
     def hashes_s(self, names: Sequence[str]) -> float:
         """CPU seconds per GiB of computing each of ``names`` (repeats count) over every byte."""
@@ -631,6 +650,7 @@ def run_size(args: argparse.Namespace, stack: LocalStack, work: Path, rootfs_mib
         }
         empty_bucket(stack, client)
     result["cost_rows"] = cost_rows(methods, rows, artifact_bytes, costs, result.get("startup"))
+    result["floor_spread"] = costs.spread()
     return result
 
 
@@ -717,6 +737,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(COST_HEADER)
         for row in result["cost_rows"]:
             print(row)
+        print(f"  ({result['floor_spread']}; the median is used)")
         if "copy_in_place" in result:
             copy = result["copy_in_place"]
             print(
