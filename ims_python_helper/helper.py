@@ -17,8 +17,9 @@ from requests.adapters import HTTPAdapter
 from .admin.export import ImageExporter
 from .admin.import_ import CheckedBundle, check_bundle, import_bundle
 from .admin.verify import ImageVerifier
+from .clients.deadline import Deadline
 from .clients.ims import ImsClient, Record
-from .clients.oauth import ClientCredentialsSession, Deadline, build_retry, open_oauth_session
+from .clients.oauth import ClientCredentialsSession, build_retry, open_oauth_session
 from .clients.storage import S3Settings, S3Storage
 from .clients.transport import DEFAULT_TIMEOUT, parse_ssl_verify, s3_verify_with_ca
 from .compat import LegacyCalls, legacy_s3_endpoint, platform_ca

@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence
 
 import requests
 
-from .clients.oauth import Deadline
+from .clients.deadline import Deadline
 from .config import admin_client_auth, pod_log_level, pod_token_hosts, resolve_pod_settings
 from .errors import ImsHelperError
 from .pod.job import JobStatus, configure_logging, step_status

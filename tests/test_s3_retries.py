@@ -10,7 +10,7 @@ from __future__ import annotations
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.retries import standard
 
-from ims_python_helper.clients.oauth import Deadline
+from ims_python_helper.clients.deadline import Deadline
 from ims_python_helper.clients.s3retry import (
     DeadlineBackoff,
     OutageClock,

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from ims_python_helper.clients.oauth import Deadline
+from ims_python_helper.clients.deadline import Deadline
 from ims_python_helper.clients.storage import S3Settings, S3Storage
 from ims_python_helper.errors import StorageError, UploadCancelled, VerificationError
 from ims_python_helper.local.stack import LocalStack

@@ -13,7 +13,8 @@ import requests
 
 from ..errors import DeadlineExceeded, ImsAnswerError, ImsApiError, ImsConnectionError, ImsHelperError, TransportError
 from ..vocabulary import JOB_METADATA_KEY, RUN_METADATA_KEY  # noqa: F401  (callers import both from here)
-from .oauth import TRANSIENT_STATUSES, Deadline
+from .deadline import Deadline
+from .oauth import TRANSIENT_STATUSES
 from .redact import redact
 from .transport import DEFAULT_TIMEOUT, check_url, describe_request_error, tls_failure_message
 

@@ -29,7 +29,7 @@ from .retrylog import failure_reason, say_retry
 from .transport import caused_by
 
 if TYPE_CHECKING:
-    from .oauth import Deadline
+    from .deadline import Deadline
 
 LOGGER = logging.getLogger(__name__)
 

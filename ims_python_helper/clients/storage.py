@@ -21,7 +21,7 @@ from .s3retry import install_s3_retries
 from .transport import DEFAULT_TIMEOUT, check_url
 
 if TYPE_CHECKING:
-    from .oauth import Deadline
+    from .deadline import Deadline
 
 LOGGER = logging.getLogger(__name__)
 

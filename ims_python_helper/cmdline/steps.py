@@ -14,8 +14,9 @@ import logging
 import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from ..clients.deadline import Deadline
 from ..clients.ims import ImsClient
-from ..clients.oauth import Deadline, open_oauth_session
+from ..clients.oauth import open_oauth_session
 from ..clients.transport import check_url
 from ..errors import ConfigError, UsageError
 from ..pod.download import DownloadOptions

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import requests
 import urllib3.exceptions
 
-from ..clients.oauth import Deadline
+from ..clients.deadline import Deadline
 from ..clients.transport import describe_request_error
 from ..errors import DeadlineExceeded, TransportError
 

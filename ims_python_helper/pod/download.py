@@ -45,8 +45,8 @@ from typing import Any, Optional, Tuple, Union
 import requests
 from requests.adapters import HTTPAdapter
 
+from ..clients.deadline import Deadline
 from ..clients.defaults import MIB
-from ..clients.oauth import Deadline
 from ..clients.redact import redact
 from ..clients.transport import check_url, tls_failure_message
 from ..errors import ImsHelperError

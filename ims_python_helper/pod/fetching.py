@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
-from ..clients.oauth import Deadline
+from ..clients.deadline import Deadline
 from ..errors import ConfigError, InputError
 from ..progress import Progress
 from .download import DownloadOptions, download_file

@@ -14,8 +14,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from ..clients.deadline import Deadline
 from ..clients.ims import ImsClient
-from ..clients.oauth import ClientCredentialsSession, Deadline, OAuthSettings, admin_credentials, open_oauth_session
+from ..clients.oauth import ClientCredentialsSession, OAuthSettings, admin_credentials, open_oauth_session
 from ..clients.redact import install_log_redaction, redact
 from ..errors import ConfigError, ImsHelperError
 from .repos import DEFAULT_REPO_POLL_INTERVAL, DEFAULT_REPO_TIMEOUT

@@ -28,7 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from ..clients.oauth import Deadline
+from ..clients.deadline import Deadline
 from ..clients.redact import redact
 from ..clients.transport import describe_request_error
 from ..errors import ImsHelperError

@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 
 import requests
 
-from ..clients.oauth import Deadline
+from ..clients.deadline import Deadline
 from ..clients.redact import redact
 from ..errors import ImsHelperError, InputError
 from .probe import RepoProbe

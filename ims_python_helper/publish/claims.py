@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 
 import botocore.exceptions
 
-from ..clients.oauth import Deadline
+from ..clients.deadline import Deadline
 from ..clients.storage import S3Storage, describe_s3_error, s3_error_code
 from ..errors import ImsHelperError, StorageError, s3_failure
 

@@ -41,8 +41,8 @@ from typing import Dict, List, Optional, Set
 import botocore.exceptions
 from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
+from ..clients.deadline import Deadline
 from ..clients.defaults import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE
-from ..clients.oauth import Deadline
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError, s3_failure
 from ..progress import Progress

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..clients.deadline import Deadline
 from ..clients.ims import ImsClient, Record
-from ..clients.oauth import Deadline
 from ..clients.storage import S3Storage
 from ..errors import CleanupError, ImsApiError, ImsHelperError, Interrupted
 from ..progress import Progress
