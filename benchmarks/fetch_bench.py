@@ -101,10 +101,11 @@ def child(method: str, url: str, out: str, md5: str, endpoint: str, access: str,
     from ims_python_helper.pod.download import DownloadOptions, download_file
 
     # --buffered and --ours reach the children in the environment.
-    part_mib, _, concurrency = os.environ.get(SETTINGS_ENV, "").partition("x")
+    settings = [int(n) for n in os.environ.get(SETTINGS_ENV, "").split("x") if n]
     options = DownloadOptions(direct_io=not os.environ.get(BUFFERED_ENV))
-    if part_mib:
-        options = replace(options, part_size=int(part_mib) * MIB, concurrency=int(concurrency))
+    if settings:
+        part_mib, concurrency, *window = settings
+        options = replace(options, part_size=part_mib * MIB, concurrency=concurrency, window=sum(window))
     download_file(url, out, expected_md5=md5, options=options)
     return 0
 
@@ -150,7 +151,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--buffered", action="store_true", help="ours writes through the page cache (DownloadOptions(direct_io=False))"
     )
-    parser.add_argument("--ours", metavar="PARTxCONC", help="ours with these part MiB and parallel ranges, e.g. 8x8")
+    parser.add_argument(
+        "--ours",
+        metavar="PARTxCONC[xWINDOW]",
+        help="ours with these part MiB, parallel ranges and (optionally) parts ahead of the hasher, e.g. 8x8 or 32x2x3",
+    )
     parser.add_argument("--child", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -60,7 +60,8 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PART_SIZE = 32 * MIB
 #: Two streams of 32 MiB parts: on a quiet two-core machine a 1 GiB fetch took 2.2 to 2.8 s against 2.8 to 3.2 s
-#: with four of 16 MiB, for the same CPU (BENCHMARKS.md, issue 20); memory bound 32 x 3 = 96 MiB.
+#: with four of 16 MiB, for the same CPU (BENCHMARKS.md, issue 20); with the window of three parts, memory
+#: bound 32 x 4 = 128 MiB.
 DEFAULT_CONCURRENCY = 2
 #: How often one range (or the single stream) is tried before the download fails.
 DEFAULT_ATTEMPTS = 5
@@ -83,7 +84,8 @@ class DownloadOptions:
     verify: Union[bool, str] = True
     #: First backoff wait in seconds (doubled per attempt, with jitter).
     backoff: float = 0.5
-    #: Parts started ahead of the hasher (0: ``concurrency``); each may wait in memory for the ones before it.
+    #: Parts started ahead of the hasher (0: ``concurrency + 1``, at least ``concurrency``); each may wait in
+    #: memory for the ones before it.
     window: int = 0
     #: Write ranges with O_DIRECT where the file system allows: no copy into the page cache (see FileWriter).
     direct_io: bool = True
@@ -101,8 +103,15 @@ class DownloadOptions:
 
     @property
     def window_parts(self) -> int:
-        """Parts started ahead of the hasher."""
-        return max(self.window, self.concurrency)
+        """Parts started ahead of the hasher.
+
+        One more than the ranges by default: a range that ends before the
+        part ahead of it starts the next part at once, instead of waiting for
+        that part to arrive and be hashed. With exactly as many as the ranges,
+        they went in lock step, and a 1 GiB fetch sharing two CPUs with the
+        server took 3.4 s instead of 2.7 (BENCHMARKS.md, issue 20).
+        """
+        return max(self.window, self.concurrency) if self.window else self.concurrency + 1
 
 
 @dataclass(frozen=True)

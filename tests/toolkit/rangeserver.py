@@ -29,6 +29,7 @@ class _Handler(BaseHTTPRequestHandler):
         match = _RANGE.match(header or "") if server.ranges else None
         if match:
             start = int(match.group(1))
+            server.note_asked(start)
             end = int(match.group(2)) if match.group(2) else len(blob) - 1
             end = min(end, len(blob) - 1)
             status = 206
@@ -42,7 +43,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(blob)}")
         self.end_headers()
         body = blob[start : end + 1] if cut is None else blob[start : start + cut]
-        self.wfile.write(body)
+        if server.holds(start):
+            # Half the body, then nothing until the awaited range is asked for (or the wait runs out).
+            half = len(body) // 2
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            server.wait_for_awaited()
+            self.wfile.write(body[half:])
+        else:
+            self.wfile.write(body)
         server.record(start, end, len(body))
         if cut is not None:
             self.wfile.flush()
@@ -58,6 +67,11 @@ class RangeServer:
         self.ranges = ranges
         self._lock = threading.Lock()
         self._cuts: List[Tuple[int, int]] = []
+        self._held: Optional[int] = None
+        self._awaited: Optional[int] = None
+        self._asked = threading.Event()
+        #: Whether the awaited range was asked for while the held answer waited (``hold_until_asked``).
+        self.asked_while_held = False
         #: (start, end, bytes sent) per answer.
         self.served: List[Tuple[int, int, int]] = []
         #: The client addresses answered: one per connection.
@@ -92,6 +106,23 @@ class RangeServer:
                     self._cuts.remove(cut)
                     return cut[1]
         return None
+
+    def hold_until_asked(self, held: int, awaited: int) -> None:
+        """The answer for the range starting at ``held`` stops halfway until the range at ``awaited`` is asked for.
+
+        It waits at most 10 s, then goes on; ``asked_while_held`` tells which it was.
+        """
+        self._held, self._awaited = held, awaited
+
+    def holds(self, start: int) -> bool:
+        return start == self._held
+
+    def wait_for_awaited(self) -> None:
+        self.asked_while_held = self._asked.wait(10.0)
+
+    def note_asked(self, start: int) -> None:
+        if start == self._awaited:
+            self._asked.set()
 
     def note_client(self, client: Any) -> None:
         with self._lock:

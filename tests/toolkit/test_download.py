@@ -32,6 +32,18 @@ def test_parallel_ranges_give_the_file_and_its_md5(tmp_path, blob):
     assert len(server.clients) <= 4 + 1  # connections are reused from part to part (the first request's too)
 
 
+def test_a_range_that_ends_early_starts_the_next_part_while_the_one_before_still_arrives(tmp_path, blob):
+    # Two ranges: part 0 stalls halfway until part 2 is asked for. The range that finished part 1 must start
+    # part 2 at once (the window holds one part more than the ranges), not wait for part 0 to be hashed.
+    with RangeServer(blob) as server:
+        server.hold_until_asked(held=0, awaited=2 * PART)
+        result = download_file(server.url, tmp_path / "rootfs", options=DownloadOptions(part_size=PART, concurrency=2))
+    assert result.md5 == hashlib.md5(blob).hexdigest()
+    assert server.asked_while_held
+    assert DownloadOptions(part_size=PART, concurrency=2).memory_bound == PART * 4
+    assert DownloadOptions(part_size=PART, concurrency=2, window=5).window_parts == 5
+
+
 def test_a_range_cut_midway_resumes_only_its_missing_bytes(tmp_path, blob):
     with RangeServer(blob) as server:
         cut_at = 5 * PART + 1000
