@@ -104,8 +104,9 @@ def child(method: str, url: str, out: str, md5: str, endpoint: str, access: str,
     settings = [int(n) for n in os.environ.get(SETTINGS_ENV, "").split("x") if n]
     options = DownloadOptions(direct_io=not os.environ.get(BUFFERED_ENV))
     if settings:
-        part_mib, concurrency, *window = settings
-        options = replace(options, part_size=part_mib * MIB, concurrency=concurrency, window=sum(window))
+        part_mib, concurrency = settings[:2]
+        window = settings[2] if len(settings) > 2 else 0
+        options = replace(options, part_size=part_mib * MIB, concurrency=concurrency, window=window)
     download_file(url, out, expected_md5=md5, options=options)
     return 0
 
