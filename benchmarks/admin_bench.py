@@ -43,7 +43,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from baselines import md5_of  # noqa: E402
 from copy_floor import start_server  # noqa: E402
 from fetch_bench import print_round, print_sample_table  # noqa: E402
 from publish_bench import COST_HEADER, MIB, CostFloor, cost_row, measure, write_artifact  # noqa: E402
@@ -55,36 +54,6 @@ METHODS = ("export-ours", "export-naive", "verify-ours", "verify-naive")
 HASHES = dict.fromkeys(METHODS, ("md5",))
 
 
-# -- the naive children -------------------------------------------------------------------
-
-
-def naive_child(method: str, manifest_path: str, out_dir: str) -> int:
-    """Download every artifact of the manifest with boto3, then md5 each file (export keeps them, verify not)."""
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=os.environ["S3_ENDPOINT"],
-        aws_access_key_id=os.environ["S3_ACCESS_KEY"],
-        aws_secret_access_key=os.environ["S3_SECRET_KEY"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, response_checksum_validation="when_required"),
-    )
-    bucket, _, key = manifest_path[len("s3://") :].partition("/")
-    manifest = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-    os.makedirs(out_dir, exist_ok=True)
-    bad = 0
-    for entry in manifest["artifacts"]:
-        a_bucket, _, a_key = entry["link"]["path"][len("s3://") :].partition("/")
-        target = os.path.join(out_dir, a_key.rpartition("/")[2])
-        client.download_file(a_bucket, a_key, target)
-        bad += md5_of(target) != entry["md5"]
-        if method == "verify-naive":
-            os.unlink(target)
-    return 3 if bad else 0
-
-
 # -- the parent ---------------------------------------------------------------------------
 
 
@@ -94,7 +63,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of all four methods (default 2)")
     parser.add_argument("--s3", default="auto", choices=("auto", "ceph", "moto"))
     parser.add_argument("--json", type=Path, help="also write the samples here")
-    parser.add_argument("--child", nargs=3, metavar="ARG", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -118,13 +86,11 @@ def method_argv(method: str, record: Dict[str, Any], out: Path) -> List[str]:
         return [sys.executable, "-m", "ims_python_helper", "image", "export", record["id"], str(out)]
     if method == "verify-ours":
         return [sys.executable, "-m", "ims_python_helper", "image", "verify", record["id"]]
-    return [sys.executable, str(Path(__file__).resolve()), "--child", method, record["link"]["path"], str(out)]
+    return [sys.executable, str(HERE / "bench_children.py"), "admin", method, record["link"]["path"], str(out)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.child:
-        return naive_child(*args.child)
     with tempfile.TemporaryDirectory(prefix="admin-bench-", dir=os.environ.get("BENCH_DIR")) as work_dir:
         work = Path(work_dir)
         with LocalStack(data_dir=work / "stack", s3=args.s3) as stack:

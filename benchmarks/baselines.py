@@ -34,6 +34,7 @@ from typing import Any, Dict, List
 
 import boto3
 import requests
+from bench_children import md5_of
 from botocore.config import Config
 
 MIB = 1024 * 1024
@@ -68,15 +69,6 @@ def floor(paths: List[str]) -> None:
     run = uuid.uuid4().hex
     for path in paths:
         client.upload_file(path, bucket, f"floor/{run}/{os.path.basename(path)}")
-
-
-def md5_of(path: str) -> str:
-    """Hex md5 of a file, read in 1 MiB blocks (the earlier clients' separate pass)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(MIB), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def naive(image_name: str, paths: List[str]) -> None:

@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -39,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import publish_bench  # noqa: E402
+from bench_children import BUCKET, BUFFERED_ENV, SETTINGS_ENV  # noqa: E402
+from bench_children import FETCH_KEY as KEY  # noqa: E402
 from copy_floor import start_server  # noqa: E402
 from publish_bench import (  # noqa: E402
     COST_HEADER,
@@ -55,60 +56,11 @@ from publish_bench import (  # noqa: E402
 from ims_python_helper.local.presign import presigned_get_url  # noqa: E402
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
 
-BUCKET = "boot-images"
-KEY = "fetch-bench/rootfs"
 METHODS = ("naive", "floor", "ours")
 #: The hashes each method computes over every byte (boto3 checks no checksum with "when_required").
 HASHES = {"naive": ("md5",), "floor": (), "ours": ("md5",)}
-BUFFERED_ENV = "FETCH_BENCH_BUFFERED"
-SETTINGS_ENV = "FETCH_BENCH_OURS"
-
-
-# -- the children ---------------------------------------------------------------------
-
-
-def child(method: str, url: str, out: str, md5: str, endpoint: str, access: str, secret: str) -> int:
-    """Run one method in this (child) process."""
-    if method == "naive":
-        import requests
-
-        with requests.get(url, stream=True, timeout=600) as response, open(out, "wb") as handle:
-            response.raise_for_status()
-            for chunk in response.iter_content(MIB):
-                handle.write(chunk)
-        digest = hashlib.md5()
-        with open(out, "rb") as handle:
-            while True:
-                block = handle.read(MIB)
-                if not block:
-                    break
-                digest.update(block)
-        return 0 if digest.hexdigest() == md5 else 3
-    if method == "floor":
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=access,
-            aws_secret_access_key=secret,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, response_checksum_validation="when_required"),
-        )
-        client.download_file(BUCKET, KEY, out)
-        return 0
-    from ims_python_helper.pod.download import DownloadOptions, download_file
-
-    # --buffered and --ours reach the children in the environment.
-    settings = [int(n) for n in os.environ.get(SETTINGS_ENV, "").split("x") if n]
-    options = DownloadOptions(direct_io=not os.environ.get(BUFFERED_ENV))
-    if settings:
-        part_mib, concurrency = settings[:2]
-        window = settings[2] if len(settings) > 2 else 0
-        options = replace(options, part_size=part_mib * MIB, concurrency=concurrency, window=window)
-    download_file(url, out, expected_md5=md5, options=options)
-    return 0
+#: The children run from this light module (no harness imports in what is measured).
+CHILDREN = str(HERE / "bench_children.py")
 
 
 # -- the parent -----------------------------------------------------------------------
@@ -157,7 +109,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         metavar="PARTxCONC[xWINDOW]",
         help="ours with these part MiB, parallel ranges and (optionally) parts ahead of the hasher, e.g. 8x8 or 32x2x3",
     )
-    parser.add_argument("--child", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -189,8 +140,6 @@ def print_sample_table(samples: Dict[str, List[Any]], methods: Sequence[str], si
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.child:
-        return child(*args.child)
     if args.buffered:
         os.environ[BUFFERED_ENV] = "1"
     if args.ours:
@@ -226,8 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     out = work / f"out-{method}"
                     argv_child = [
                         sys.executable,
-                        str(Path(__file__).resolve()),
-                        "--child",
+                        CHILDREN,
+                        "fetch",
                         method,
                         url,
                         str(out),
