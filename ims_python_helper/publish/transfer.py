@@ -51,8 +51,6 @@ from .parts import PartUploads, is_cancellation
 from .stop_uploads import stop_transfers
 
 LOGGER = logging.getLogger(__name__)
-#: How long a failed run waits for the upload whose failure cancelled the others to report it.
-CAUSE_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ class ArtifactUploader:
             except BaseException as err:
                 self._abandoned = True  # until stop_transfers has seen every upload stop
                 self._abandoned, raised = stop_transfers(parts.cancel, self._futures, err)
-                raise raised
+                raise _cause(raised, self._futures)
             succeeded = True
             return results
         finally:
@@ -181,11 +179,6 @@ class ArtifactUploader:
             futures.values(), timeout=self.deadline.remaining(), return_when=concurrent.futures.FIRST_EXCEPTION
         )
         failed = _failures(done)
-        if failed and all(isinstance(err, UploadCancelled) for err in failed):
-            # A cancelled upload only says that another one failed, and it may finish first: give
-            # that one a moment to report its own error, which is the one worth reporting.
-            more, pending = concurrent.futures.wait(pending, timeout=CAUSE_WAIT_S, return_when="FIRST_EXCEPTION")
-            failed = _failures(done | more)
         if failed:
             raise failed[0]
         if pending:
@@ -331,6 +324,20 @@ def _check_size_read(upload: ArtifactUpload, reader: HashingReader) -> None:
             f"{upload.path} changed while it was read ({reader.bytes_read} bytes read, {upload.size} expected); "
             "publish it again once it is complete"
         )
+
+
+def _cause(raised: BaseException, futures: List[concurrent.futures.Future]) -> BaseException:
+    """The error worth reporting once the uploads have stopped: not a cancellation where there is a cause.
+
+    A cancelled upload only says that another one failed, and it often ends
+    first: the failing one still waits for its parts in flight and aborts its
+    multipart upload (against a server that may be gone) before its own error
+    comes out. ``stop_transfers`` has waited for them all, except after a signal.
+    """
+    if not isinstance(raised, UploadCancelled):
+        return raised
+    causes = [err for err in _failures({f for f in futures if f.done()}) if not isinstance(err, UploadCancelled)]
+    return causes[0] if causes else raised
 
 
 def _failures(futures: Set[concurrent.futures.Future]) -> List[BaseException]:
