@@ -32,10 +32,8 @@ import time
 import uuid
 from typing import Any, Dict, List
 
-import boto3
 import requests
-from bench_children import md5_of
-from botocore.config import Config
+from bench_children import boto3_client, md5_of
 
 MIB = 1024 * 1024
 ARTIFACTS = (
@@ -46,20 +44,8 @@ ARTIFACTS = (
 
 
 def s3_client() -> Any:
-    """boto3's S3 client on the stack's endpoint, otherwise as boto3 makes it."""
-    # Deliberately independent of ims_python_helper.local.s3client: the baseline is boto3 as it comes.
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ["S3_ENDPOINT"],
-        aws_access_key_id=os.environ["S3_ACCESS_KEY"],
-        aws_secret_access_key=os.environ["S3_SECRET_KEY"],
-        region_name="us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    """boto3's S3 client on the stack's endpoint (``bench_children.boto3_client``)."""
+    return boto3_client(os.environ["S3_ENDPOINT"], os.environ["S3_ACCESS_KEY"], os.environ["S3_SECRET_KEY"])
 
 
 def floor(paths: List[str]) -> None:

@@ -39,7 +39,12 @@ def md5_of(path: str) -> str:
 
 
 def boto3_client(endpoint: str, access: str, secret: str) -> Any:
-    """boto3's S3 client as the baselines use it: path addressing, no response checksum."""
+    """boto3's S3 client as every baseline uses it: boto3 as it comes, but for what Ceph RGW needs.
+
+    Path-style addressing, and CRC32 checksums only where an operation requires
+    them (as ims-facts.md prescribes for RGW). Deliberately independent of
+    ``ims_python_helper.local.s3client``: the baseline is boto3, not our settings.
+    """
     import boto3
     from botocore.config import Config
 
@@ -49,7 +54,11 @@ def boto3_client(endpoint: str, access: str, secret: str) -> Any:
         aws_access_key_id=access,
         aws_secret_access_key=secret,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, response_checksum_validation="when_required"),
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
     )
 
 
