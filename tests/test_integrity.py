@@ -243,10 +243,12 @@ def test_a_part_whose_size_differs_from_what_was_read_is_not_sent(tmp_path: Path
     path = tmp_path / "data"
     path.write_bytes(b"x" * 100)
     with open(path, "rb") as handle:
-        reader = HashingReader(handle, parts=True)
-        reader.read(60)
-        reader.read(60)
+        reader = HashingReader(handle)
+        piece = memoryview(bytearray(16))
+        assert [reader.read_part(60, piece) for _ in range(3)] == [60, 40, 0]
     assert reader.parts == 2
+    assert reader.md5 == hashlib.md5(b"x" * 100).hexdigest()
+    assert reader.part_md5(1) == hashlib.md5(b"x" * 60).digest()
     assert reader.part_md5(2) == hashlib.md5(b"x" * 40).digest()
     with pytest.raises(VerificationError, match="part 1 is 59 bytes, but 60 were read"):
         reader.part_md5(1, 59)

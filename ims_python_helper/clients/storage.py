@@ -14,6 +14,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError, StorageError, VerificationError, s3_failure
+from . import sendfile
 from .defaults import DEFAULT_ADDRESSING_STYLE, DEFAULT_CHECKSUM_MODE
 from .redact import SECRETS, redact
 from .retrylog import failure_reason
@@ -96,6 +97,7 @@ def make_s3_client(settings: S3Settings, deadline: Optional[Deadline] = None) ->
     except ValueError as err:
         raise ConfigError(f"S3 endpoint {settings.endpoint!r} is not usable: {redact(str(err))}") from None
     client.meta.events.register("before-sign.s3", _add_content_md5)
+    sendfile.install(client)  # before the first request makes a connection pool
     install_s3_retries(client, settings.max_attempts, settings.max_pool_connections, deadline)
     return client
 

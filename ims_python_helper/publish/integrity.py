@@ -9,12 +9,11 @@ give before it asks. Why Content-MD5 rather than a SHA-256-signed body is in
 BENCHMARKS.md ("Checking every byte over plain HTTP").
 
 The multipart loop (``parts``) reads a file one part at a time, in order, in
-one thread, each part into a reused buffer (``read_part_into``), so the
-``n``-th non-empty read is part ``n``. The reader keeps a view of each part
-(the very buffer that is sent, no copy) until the part is about to be sent;
-the md5 of the part is then taken in the sending thread, so the part md5s
-are spread over the sender threads while the reading thread takes the whole
-file's md5.
+one thread (``read_part``), a piece at a time through one small buffer that
+stays in the CPU's cache: each piece goes into the file's md5 and the part's
+md5 while it is there, so the ``n``-th part read is part ``n`` and its md5 is
+known when it is handed on. The part itself is then sent from the file
+(``clients.sendfile.FileRange``), never held in memory.
 """
 
 from __future__ import annotations
@@ -30,20 +29,18 @@ class HashingReader:
     """A read-only stream over a file that hashes every byte it hands out.
 
     It deliberately has no ``seek``: it is read sequentially in one
-    thread, which keeps the hash in file order and memory bounded. With
-    ``parts`` every read is kept as one part until ``part_md5`` hashes it,
-    which gives the part md5s and the ETag S3 computes for the multipart upload
+    thread, which keeps the hash in file order and memory bounded.
+    ``read_part`` reads the next part and keeps its md5 as well, which gives
+    the part md5s and the ETag S3 computes for the multipart upload
     (``multipart_etag``).
     """
 
-    def __init__(self, handle: IO[bytes], sha256: bool = False, parts: bool = False) -> None:
+    def __init__(self, handle: IO[bytes], sha256: bool = False) -> None:
         self._handle = handle
         self._md5 = hashlib.md5()
         self._sha256 = hashlib.sha256() if sha256 else None
-        self._parts = parts
         self._lock = threading.Lock()
         self._part_sizes: List[int] = []
-        self._unhashed: Dict[int, Union[bytes, memoryview]] = {}
         self._digests: Dict[int, bytes] = {}
         self.bytes_read = 0
         #: The ETag the server gave in its CompleteMultipartUpload answer ('' until then).
@@ -55,29 +52,32 @@ class HashingReader:
         self._add(data)
         return data
 
-    def read_part_into(self, buffer: memoryview) -> memoryview:
-        """Fill ``buffer`` from the file (less only at its end), hash it, and keep it as the next part; the filled view.
+    def read_part(self, size: int, piece: memoryview) -> int:
+        """Read the next part (``size`` bytes, less only at the file's end) through ``piece``, hashing it; its size.
 
-        The part's own md5 is taken later by ``part_md5``, before the buffer is used again.
+        Each piece goes into the file's hashes and the part's md5 at once, while
+        it is in the cache. An empty read (the end of the file) is no part.
         """
-        filled = 0
-        while filled < len(buffer):
-            got = self._handle.readinto(buffer[filled:])  # type: ignore[attr-defined]
+        part_md5 = hashlib.md5()
+        done = 0
+        while done < size:
+            got = self._handle.readinto(piece[: min(len(piece), size - done)])  # type: ignore[attr-defined]
             if not got:
                 break
-            filled += got
-        data = buffer[:filled]
-        self._add(data)
-        return data
+            data = piece[:got]
+            self._add(data)
+            part_md5.update(data)
+            done += got
+        if done:
+            with self._lock:
+                self._part_sizes.append(done)
+                self._digests[len(self._part_sizes)] = part_md5.digest()
+        return done
 
     def _add(self, data: Union[bytes, memoryview]) -> None:
         self._md5.update(data)
         if self._sha256 is not None:
             self._sha256.update(data)
-        if self._parts and data:
-            with self._lock:
-                self._part_sizes.append(len(data))
-                self._unhashed[len(self._part_sizes)] = data
         self.bytes_read += len(data)
 
     def part_md5(self, number: int, size: Optional[int] = None) -> bytes:
@@ -89,14 +89,7 @@ class HashingReader:
                 raise VerificationError(
                     f"part {number} is {size} bytes, but {self._part_sizes[number - 1]} were read for it"
                 )
-            digest = self._digests.get(number)
-            data = None if digest is not None else self._unhashed.pop(number)
-        if digest is None:
-            # Outside the lock: parts are hashed side by side in the sender threads (md5 releases the GIL).
-            digest = hashlib.md5(data).digest()  # type: ignore[arg-type]
-            with self._lock:
-                self._digests[number] = digest
-        return digest
+            return self._digests[number]
 
     @property
     def parts(self) -> int:
@@ -108,6 +101,10 @@ class HashingReader:
         """The ETag S3 gives a multipart upload of what was read: md5 of the part md5s, "-", part count."""
         digests = [self.part_md5(number) for number in range(1, self.parts + 1)]
         return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+    def fileno(self) -> int:
+        """The file's descriptor: what the parts are sent from (``clients.sendfile.FileRange``)."""
+        return self._handle.fileno()
 
     def readable(self) -> bool:
         """Always True: this is an input stream."""

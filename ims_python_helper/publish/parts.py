@@ -1,24 +1,27 @@
-"""The multipart loop: each part read into a reused buffer, hashed, and sent from it as it lies.
+"""The multipart loop: each part hashed as it is read, then sent from the file by the kernel.
 
 ``transfer.ArtifactUploader`` hands every file larger than one part to
 ``PartUploads.upload``. The artifact's thread reads the file front to back,
-one part at a time, into one of ``concurrency + 1`` buffers that every
-artifact of the publish shares (``PartBuffers``), and adds the part to the
-file's md5 (``HashingReader.read_part_into``). One of ``concurrency`` sender
-threads then takes the part's md5 and sends the part with it as
-``Content-MD5``, the request body being a view of the buffer itself
-(``PartBody``): between the page cache and the socket there is no copy and
-no allocation, and the buffer goes back to the pool when the part is stored.
-Memory is therefore exactly ``part_size * (concurrency + 1)`` for all the
-parts of all the files, whatever their sizes.
+one part at a time, through a small buffer that stays in the CPU's cache
+(``PIECE``), and each piece goes into the file's md5 and the part's md5 at
+once (``HashingReader.read_part``). One of ``concurrency`` sender threads then
+sends the part with its md5 as ``Content-MD5``, the request body being the
+part's range of the file (``clients.sendfile.FileRange``): over plain HTTP
+the kernel sends it from the page cache (``os.sendfile``), so a part's bytes
+never sit in the client's memory and are copied once, into the piece buffer
+for the hashes. Over TLS the range is read whole for its attempt.
 
-The buffers replace s3transfer's path (a new ``bytes`` per part, zeroed by
-the kernel, futures and callbacks per part): the client's CPU beyond its
-hashes is what issue 20 measures (BENCHMARKS.md). What s3transfer did for a
-failed transfer is done here: a part that fails stops the file's other
-parts and every other artifact (``cancel``); each file's multipart upload is
-aborted after its parts in flight have ended, and botocore retries a part
-from its buffer (``PartBody.seek``).
+At most ``concurrency + 1`` parts of all the files of the publish are read
+and not yet stored (``PartSlots``), which keeps the reading just ahead of the
+sending, and the page cache holding the parts between the two.
+
+This loop replaces s3transfer's path (a new ``bytes`` per part, zeroed by
+the kernel, futures and callbacks per part), and then its own part buffers:
+the client's CPU beyond its hashes is what issue 20 measures (BENCHMARKS.md).
+What s3transfer did for a failed transfer is done here: a part that fails
+stops the file's other parts and every other artifact (``cancel``); each
+file's multipart upload is aborted after its parts in flight have ended, and
+botocore retries a part from the file (``FileRange.seek``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, Callable, Dict, List
 
 import botocore.exceptions
 
+from ..clients.sendfile import FileRange
 from ..clients.storage import s3_error_code
 from ..errors import UploadCancelled
 from .integrity import HashingReader
@@ -38,37 +42,35 @@ from .integrity import HashingReader
 LOGGER = logging.getLogger(__name__)
 
 
-class PartBuffers:
-    """``count`` buffers of ``size`` bytes, made when first needed and reused for every part after that.
+#: The reading threads' buffer: small enough to stay in the cache while both md5s take it.
+PIECE = 1024 * 1024
 
-    ``take`` waits for a free one; ``cancel`` wakes every waiter, which then
-    raises ``UploadCancelled``.
+
+class PartSlots:
+    """At most ``count`` parts read and not yet stored; ``take`` waits for a free slot.
+
+    ``cancel`` wakes every waiter, which then raises ``UploadCancelled``.
     """
 
-    def __init__(self, count: int, size: int) -> None:
+    def __init__(self, count: int) -> None:
         self.count = count
-        self.size = size
-        self._free: List[bytearray] = []
-        self._made = 0
+        self._taken = 0
         self._cancelled = False
         self._lock = threading.Condition()
 
-    def take(self) -> bytearray:
-        """A free buffer, waiting for one when all are in use."""
+    def take(self) -> None:
+        """Take a slot, waiting for one when all are taken."""
         with self._lock:
-            while not self._free and self._made == self.count and not self._cancelled:
+            while self._taken == self.count and not self._cancelled:
                 self._lock.wait()
             if self._cancelled:
                 raise UploadCancelled("the upload was cancelled")
-            if self._free:
-                return self._free.pop()
-            self._made += 1
-        return bytearray(self.size)
+            self._taken += 1
 
-    def give(self, buffer: bytearray) -> None:
-        """Return ``buffer`` to the pool."""
+    def give(self) -> None:
+        """Free a slot."""
         with self._lock:
-            self._free.append(buffer)
+            self._taken -= 1
             self._lock.notify()
 
     def cancel(self) -> None:
@@ -78,57 +80,21 @@ class PartBuffers:
             self._lock.notify_all()
 
 
-class PartBody:
-    """A part's request body: a view of its buffer, handed to the HTTP layer whole in one read.
-
-    urllib3 reads a body in 16 KiB blocks; this gives it the rest of the part
-    at the first read, as a view (no copy), which it writes to the socket in
-    one call. botocore seeks back to 0 for a retry. Once the publish is
-    cancelled an attempt that begins reading raises, so a retry of a part
-    nobody wants fails at once (``s3retry`` does not retry an error raised by
-    the body); one that has sent its body is left to finish.
-    """
-
-    def __init__(self, data: memoryview, cancelled: threading.Event) -> None:
-        self._data = data
-        self._cancelled = cancelled
-        self._at = 0
-
-    def read(self, amount: int = -1) -> memoryview:
-        """The rest of the part, whatever ``amount`` is asked for."""
-        if self._at == 0 and self._cancelled.is_set():  # an attempt that has not begun sending
-            raise UploadCancelled("the upload was cancelled")
-        rest = self._data[self._at :]
-        self._at = len(self._data)
-        return rest
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        """Move to ``offset`` from the start (``whence`` 0) or the end (2)."""
-        self._at = offset if whence == 0 else len(self._data) + offset
-        return self._at
-
-    def tell(self) -> int:
-        """Position in the part."""
-        return self._at
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 class PartUploads:
-    """The sender threads and the buffers of one publish; ``upload`` sends one file as a multipart upload."""
+    """The sender threads and the part slots of one publish; ``upload`` sends one file as a multipart upload."""
 
     def __init__(self, client: Any, bucket: str, part_size: int, concurrency: int, cancelled: threading.Event) -> None:
         self.client = client
         self.bucket = bucket
         self.cancelled = cancelled
-        self.buffers = PartBuffers(concurrency + 1, part_size)
+        self.part_size = part_size
+        self.slots = PartSlots(concurrency + 1)
         self._senders = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="part")
 
     def cancel(self) -> None:
-        """Stop every upload: parts not yet sent are not sent, readers waiting for a buffer stop."""
+        """Stop every upload: parts not yet sent are not sent, readers waiting for a slot stop."""
         self.cancelled.set()
-        self.buffers.cancel()
+        self.slots.cancel()
 
     def shutdown(self, wait: bool) -> None:
         """End the sender threads (at once, without waiting, when some are left hanging on S3)."""
@@ -194,20 +160,22 @@ class PartUploads:
         progress: Callable[[int], None],
         check: Callable[[], None],
     ) -> None:
+        piece = memoryview(bytearray(PIECE))
         while True:
             check()
-            buffer = self.buffers.take()
+            self.slots.take()
             try:
-                data = reader.read_part_into(memoryview(buffer))
+                offset = reader.bytes_read
+                size = reader.read_part(self.part_size, piece)
             except BaseException:
-                self.buffers.give(buffer)
+                self.slots.give()
                 raise
-            if not data:
-                self.buffers.give(buffer)
+            if not size:
+                self.slots.give()
                 return
-            number = reader.parts
-            sent.append(self._senders.submit(self._send, key, upload_id, number, reader, data, buffer, progress))
-            if len(data) < len(buffer):
+            body = FileRange(reader.fileno(), offset, size, self.cancelled)
+            sent.append(self._senders.submit(self._send, key, upload_id, reader.parts, reader, body, progress))
+            if size < self.part_size:
                 return
 
     def _send(
@@ -216,30 +184,28 @@ class PartUploads:
         upload_id: str,
         number: int,
         reader: HashingReader,
-        data: memoryview,
-        buffer: bytearray,
+        body: FileRange,
         progress: Callable[[int], None],
     ) -> Dict[str, Any]:
-        """Send part ``number`` (in a sender thread) and give its buffer back, whatever happens."""
-        size = len(data)
+        """Send part ``number`` (in a sender thread) and free its slot, whatever happens."""
         try:
             if self.cancelled.is_set():
                 raise UploadCancelled(f"part {number} of s3://{self.bucket}/{key} was cancelled")
-            digest = reader.part_md5(number, size)
+            digest = reader.part_md5(number, len(body))
             answer = self.client.upload_part(
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=PartBody(data, self.cancelled),
+                Body=body,
                 ContentMD5=base64.b64encode(digest).decode("ascii"),
             )
         except BaseException:
             self.cancel()
             raise
         finally:
-            self.buffers.give(buffer)
-        progress(size)
+            self.slots.give()
+        progress(len(body))
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def _abort(self, key: str, upload_id: str) -> None:

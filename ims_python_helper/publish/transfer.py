@@ -1,10 +1,11 @@
 """The upload engine: every artifact read once, hashed while it is sent, parts and artifacts in parallel.
 
 Large files go up as multipart uploads through ``parts.PartUploads``: each
-is read front to back, a part at a time, into buffers that are reused for
-every part, while up to ``concurrency`` part uploads (of all artifacts
-together) are on the wire. The md5 (and optional SHA-256) is taken from
-exactly the bytes read, so a file is read from disk once. S3 wants user
+is read front to back, a part at a time, through a small buffer, while up to
+``concurrency`` part uploads (of all artifacts together) are on the wire,
+each sent from the file. The md5 (and optional SHA-256) is taken from the
+bytes read, so the client reads a file once; the server checks every part
+sent against the md5 of the bytes read for it. S3 wants user
 metadata when a multipart upload starts, but the md5 is only known at the
 end, so the ``md5sum`` metadata is added afterwards by a server-side copy
 onto the same key. No data passes through the client again, and Ceph RGW
@@ -18,9 +19,10 @@ computed from the parts sent (or, after a single copy in place that the
 server gave a new ETag, the file's md5), in the CompleteMultipartUpload answer
 and in the HEAD that checks size and metadata.
 
-Memory: ``concurrency + 1`` part buffers, shared by every artifact (parts
-being read, queued or on the wire), and one small file read whole, so the
-peak is ``part_size * (concurrency + 2)`` whatever the file sizes (see
+Memory: over plain HTTP a part is sent from the page cache and never held
+(``clients.sendfile``); over TLS each part being sent is read whole for its
+request. With one small file read whole, the peak is at most
+``part_size * (concurrency + 2)`` whatever the file sizes (see
 ``TransferOptions.memory_bound``).
 
 When an upload fails, its multipart upload is aborted and the other uploads
@@ -92,7 +94,10 @@ class TransferOptions:
 
     @property
     def memory_bound(self) -> int:
-        """Most artifact bytes in memory at once: parts queued or sending, one being read, one small file.
+        """Most artifact bytes in memory at once, over TLS: the parts being sent, one small file, and a part to spare.
+
+        Over plain HTTP the parts are sent from the file and only the reading
+        buffers (``parts.PIECE`` per artifact) are held.
 
         ``part_size`` is the planned one (``planned_for``): a file of more than
         ``max_parts`` parts at the configured size raises it, and the bound with it.
@@ -106,7 +111,7 @@ class TransferOptions:
     def planned_for(self, sizes: List[int]) -> TransferOptions:
         """These options with the part size every one of ``sizes`` fits in ``max_parts`` parts at.
 
-        One part size for a whole publish: the part buffers are shared by every
+        One part size for a whole publish: the part slots are shared by every
         file, and only a file past 10,000 parts at the configured size (156 GiB
         at 16 MiB) raises it.
         """
@@ -202,7 +207,7 @@ class ArtifactUploader:
         copied_in_parts = False
         with open(upload.path, "rb", buffering=0) as handle:
             multipart = self._plan.is_multipart(upload.size)
-            reader = HashingReader(handle, sha256=self._plan.sha256, parts=multipart)
+            reader = HashingReader(handle, sha256=self._plan.sha256)
             if multipart:
                 copied_in_parts = self._put_large(upload, reader)
             else:
