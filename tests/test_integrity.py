@@ -13,6 +13,7 @@ answers are altered on the way.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import math
 import os
@@ -235,6 +236,24 @@ def test_a_file_past_the_part_limit_goes_up_in_larger_parts(
     assert s3_proxy.count(method="PUT", path=r"partNumber=") == 2
     assert s3_proxy.count(method="PUT", path=r"partNumber=3") == 0
     assert s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]["md5sum"] == stored.md5 == file_md5(path)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["one thread", "part md5 beside"])
+def test_the_part_md5s_are_those_of_the_bytes_read_whichever_thread_takes_them(tmp_path: Path, beside: bool) -> None:
+    from ims_python_helper.publish.integrity import HashingReader
+
+    data = os.urandom(5 * 1000 + 7)
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    with open(path, "rb") as handle, concurrent.futures.ThreadPoolExecutor(1) as helper:
+        reader = HashingReader(handle, sha256=True)
+        piece = memoryview(bytearray(300))  # parts of 1000 bytes read in pieces of 300: the pieces straddle them
+        sizes = [reader.read_part(1000, piece, helper if beside else None) for _ in range(7)]
+    assert sizes == [1000] * 5 + [7, 0]
+    assert [reader.part_md5(n) for n in range(1, 7)] == [
+        hashlib.md5(data[i : i + 1000]).digest() for i in range(0, len(data), 1000)
+    ]
+    assert reader.md5 == hashlib.md5(data).hexdigest() and reader.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_a_part_whose_size_differs_from_what_was_read_is_not_sent(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import Executor
 from typing import IO, Dict, List, Optional, Union
 
 from ..errors import VerificationError
@@ -52,11 +53,13 @@ class HashingReader:
         self._add(data)
         return data
 
-    def read_part(self, size: int, piece: memoryview) -> int:
+    def read_part(self, size: int, piece: memoryview, beside: Optional[Executor] = None) -> int:
         """Read the next part (``size`` bytes, less only at the file's end) through ``piece``, hashing it; its size.
 
         Each piece goes into the file's hashes and the part's md5 at once, while
-        it is in the cache. An empty read (the end of the file) is no part.
+        it is in the cache; with ``beside`` (a one-thread executor) the part's
+        md5 is taken there, on another CPU, while this thread takes the file's.
+        An empty read (the end of the file) is no part.
         """
         part_md5 = hashlib.md5()
         done = 0
@@ -65,8 +68,12 @@ class HashingReader:
             if not got:
                 break
             data = piece[:got]
+            taken = beside.submit(part_md5.update, data) if beside is not None else None
             self._add(data)
-            part_md5.update(data)
+            if taken is None:
+                part_md5.update(data)
+            else:
+                taken.result()  # before the piece is read over
             done += got
         if done:
             with self._lock:

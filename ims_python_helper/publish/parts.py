@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import logging
+import os
 import threading
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import botocore.exceptions
 
@@ -89,6 +91,8 @@ class PartUploads:
         self.cancelled = cancelled
         self.part_size = part_size
         self.slots = PartSlots(concurrency + 1)
+        #: Whether the part md5s are taken beside the reading thread (``HashingReader.read_part``).
+        self.hash_beside = more_than_one_cpu()
         self._senders = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="part")
 
     def cancel(self) -> None:
@@ -161,12 +165,32 @@ class PartUploads:
         check: Callable[[], None],
     ) -> None:
         piece = memoryview(bytearray(PIECE))
+        with self._md5_beside() as beside:
+            self._read_parts(key, upload_id, reader, piece, beside, sent, progress, check)
+
+    def _md5_beside(self) -> Any:
+        """A thread for the part md5s beside the reading one, where there is a CPU for it (else nothing)."""
+        if not self.hash_beside:
+            return contextlib.nullcontext()
+        return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-md5")
+
+    def _read_parts(
+        self,
+        key: str,
+        upload_id: str,
+        reader: HashingReader,
+        piece: memoryview,
+        beside: Optional[concurrent.futures.Executor],
+        sent: List[concurrent.futures.Future],
+        progress: Callable[[int], None],
+        check: Callable[[], None],
+    ) -> None:
         while True:
             check()
             self.slots.take()
             try:
                 offset = reader.bytes_read
-                size = reader.read_part(self.part_size, piece)
+                size = reader.read_part(self.part_size, piece, beside)
             except BaseException:
                 self.slots.give()
                 raise
@@ -217,6 +241,13 @@ class PartUploads:
                 LOGGER.warning("could not abort the multipart upload of s3://%s/%s: %s", self.bucket, key, err)
         except botocore.exceptions.BotoCoreError as err:
             LOGGER.warning("could not abort the multipart upload of s3://%s/%s: %s", self.bucket, key, err)
+
+
+def more_than_one_cpu() -> bool:
+    """True when this process may run on more than one CPU (it is not pinned to one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) > 1
+    return (os.cpu_count() or 1) > 1
 
 
 def _failures(parts: List[concurrent.futures.Future]) -> List[BaseException]:
