@@ -30,7 +30,7 @@ import pytest
 
 from ims_python_helper.clients.deadline import Deadline
 from ims_python_helper.clients.sendfile import FileRange, FileRangeShort
-from ims_python_helper.clients.storage import S3Settings, S3Storage
+from ims_python_helper.clients.storage import S3Settings, S3Storage, describe_s3_error
 from ims_python_helper.errors import StorageError, UploadCancelled, VerificationError
 from ims_python_helper.local.stack import LocalStack
 from ims_python_helper.progress import LogProgress
@@ -253,6 +253,24 @@ def test_a_file_cut_short_after_its_part_was_hashed_fails_as_such_on_both_paths(
         sender, receiver = socket.socketpair()
         with sender, receiver, pytest.raises(FileRangeShort, match="ended 50 bytes into a part of 80 bytes"):
             body.send_over(sender)
+
+
+def test_a_part_cut_short_before_it_is_sent_is_reported_as_such(stack: LocalStack, tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 100)
+    client = storage_for(stack).client
+    key = f"short/{uuid.uuid4()}"
+    upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    try:
+        with open(path, "rb") as handle, pytest.raises(Exception) as raised:
+            body = FileRange(handle.fileno(), 50, 80, threading.Event())
+            client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=body)
+        reason = describe_s3_error(raised.value)
+        assert reason.startswith("the file ended 50 bytes into a part of 80 bytes at offset 50: it was cut short"), (
+            reason
+        )
+    finally:
+        client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
 
 
 def test_a_part_body_is_read_again_for_a_retry_and_not_once_cancelled(tmp_path: Path) -> None:

@@ -151,6 +151,9 @@ def s3_error_code(err: BaseException) -> str:
 
 def describe_s3_error(err: BaseException) -> str:
     """A short, secret-free reason for a botocore failure."""
+    cause = getattr(err, "kwargs", {}).get("error", err)
+    if isinstance(cause, StorageError):  # ours, e.g. raised by a request body (``sendfile.FileRange``)
+        return redact(str(cause))
     if isinstance(err, botocore.exceptions.ClientError):
         error = err.response.get("Error", {})
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
