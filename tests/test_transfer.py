@@ -236,8 +236,9 @@ def test_a_part_goes_from_the_file_to_the_socket_by_sendfile_over_plain_http(
     assert stored == data[5 : 5 + 3 * MIB]
     copies = [handed for handed in body.handed if isinstance(handed, bytes) and handed]
     if with_sendfile:
+        # urllib3 2 hands the connection what ``read`` returns (the range itself), urllib3 1.26 the body.
         assert not copies, "the part's bytes were read into the client instead of sent from the file"
-        assert body in body.handed
+        assert body.tell() == 3 * MIB
     else:
         assert copies and all(copy == stored for copy in copies), "a client without the sendfile pool reads the part"
 
