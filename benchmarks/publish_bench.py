@@ -698,8 +698,16 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="publish-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.work_dir:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        return run_benchmark(args, args.work_dir)
+    # A directory of its own is removed at the end: each run writes the artifacts of every size (GiBs).
+    with tempfile.TemporaryDirectory(prefix="publish-bench-") as work:
+        return run_benchmark(args, Path(work))
+
+
+def run_benchmark(args: argparse.Namespace, work: Path) -> int:
+    """Start the stack in ``work``, measure every size, print the tables."""
     largest = max(args.rootfs_mib) + args.kernel_mib + args.initrd_mib
     # Room for one publish plus the copy-in-place object; memstore takes RAM only as it fills.
     memstore = (2 * largest + 1024) * MIB
