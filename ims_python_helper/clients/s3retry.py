@@ -140,14 +140,20 @@ def _raised_by_the_body(err: BaseException) -> bool:
     """True when the request failed in reading its body, not on the network.
 
     botocore wraps whatever the HTTP layer raises in ``HTTPClientError``; a part
-    body raises when s3transfer has given up the transfer (another part failed)
-    or the file cannot be read. Sending it again raises the same, after waits.
+    body raises when the publish has given the part up (another part failed),
+    or the file was cut short or cannot be read. Sending it again raises the
+    same, after waits.
     """
     # Only the bare class: its subclasses (cut connection, read timeout) are the network's own.
     if type(err) is not HTTPClientError:
         return False
-    underneath = getattr(err, "kwargs", {}).get("error")
+    underneath = wrapped_error(err)
     return underneath is not None and not isinstance(underneath, _NETWORK_ERRORS)
+
+
+def wrapped_error(err: BaseException) -> Optional[BaseException]:
+    """The error underneath a botocore ``HTTPClientError`` (what the HTTP layer or a request body raised), if any."""
+    return getattr(err, "kwargs", {}).get("error")
 
 
 def retry_quota_for(max_attempts: int, pool_connections: int) -> Any:

@@ -18,7 +18,7 @@ from . import sendfile
 from .defaults import DEFAULT_ADDRESSING_STYLE, DEFAULT_CHECKSUM_MODE
 from .redact import SECRETS, redact
 from .retrylog import failure_reason
-from .s3retry import install_s3_retries
+from .s3retry import install_s3_retries, wrapped_error
 from .transport import DEFAULT_TIMEOUT, check_url
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def s3_error_code(err: BaseException) -> str:
 
 def describe_s3_error(err: BaseException) -> str:
     """A short, secret-free reason for a botocore failure."""
-    cause = getattr(err, "kwargs", {}).get("error", err)
+    cause = wrapped_error(err) or err
     if isinstance(cause, StorageError):  # ours, e.g. raised by a request body (``sendfile.FileRange``)
         return redact(str(cause))
     if isinstance(err, botocore.exceptions.ClientError):

@@ -32,10 +32,11 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import botocore.exceptions
 
+from ..clients.s3retry import wrapped_error
 from ..clients.sendfile import FileRange
 from ..clients.storage import s3_error_code
 from ..errors import UploadCancelled
@@ -166,41 +167,28 @@ class PartUploads:
     ) -> None:
         piece = memoryview(bytearray(PIECE))
         with self._md5_beside() as beside:
-            self._read_parts(key, upload_id, reader, piece, beside, sent, progress, check)
+            while True:
+                check()
+                self.slots.take()
+                try:
+                    offset = reader.bytes_read
+                    size = reader.read_part(self.part_size, piece, beside)
+                except BaseException:
+                    self.slots.give()
+                    raise
+                if not size:
+                    self.slots.give()
+                    return
+                body = FileRange(reader.fileno(), offset, size, self.cancelled)
+                sent.append(self._senders.submit(self._send, key, upload_id, reader.parts, reader, body, progress))
+                if size < self.part_size:
+                    return
 
     def _md5_beside(self) -> Any:
         """A thread for the part md5s beside the reading one, where there is a CPU for it (else nothing)."""
         if not self.hash_beside:
             return contextlib.nullcontext()
         return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-md5")
-
-    def _read_parts(
-        self,
-        key: str,
-        upload_id: str,
-        reader: HashingReader,
-        piece: memoryview,
-        beside: Optional[concurrent.futures.Executor],
-        sent: List[concurrent.futures.Future],
-        progress: Callable[[int], None],
-        check: Callable[[], None],
-    ) -> None:
-        while True:
-            check()
-            self.slots.take()
-            try:
-                offset = reader.bytes_read
-                size = reader.read_part(self.part_size, piece, beside)
-            except BaseException:
-                self.slots.give()
-                raise
-            if not size:
-                self.slots.give()
-                return
-            body = FileRange(reader.fileno(), offset, size, self.cancelled)
-            sent.append(self._senders.submit(self._send, key, upload_id, reader.parts, reader, body, progress))
-            if size < self.part_size:
-                return
 
     def _send(
         self,
@@ -262,4 +250,4 @@ def _first_failure(errors: List[BaseException]) -> BaseException:
 
 def is_cancellation(err: BaseException) -> bool:
     """True for ``UploadCancelled``, also as botocore gives it when a part body raised it."""
-    return isinstance(err, UploadCancelled) or isinstance(getattr(err, "kwargs", {}).get("error"), UploadCancelled)
+    return isinstance(err, UploadCancelled) or isinstance(wrapped_error(err), UploadCancelled)
