@@ -13,8 +13,11 @@ import io
 import json
 import os
 import random
+import re
 import subprocess
+import sys
 import tarfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,3 +366,37 @@ def skip_module_unless_ceph_runs() -> None:
         if os.environ.get("IMS_REQUIRE_CEPH") == "1":
             pytest.fail(f"IMS_REQUIRE_CEPH=1 but the Ceph programs are missing; {INSTALL_COMMAND}", pytrace=False)
         pytest.skip(f"Ceph programs not installed ({INSTALL_COMMAND})", allow_module_level=True)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One CLI run as a child process: its exit status, bytes it read, and its peak memory."""
+
+    code: int
+    rchar: int
+    peak_rss: int
+    output: str
+
+
+def run_cli_measured(argv: List[str], env: Dict[str, str], log: Path) -> ChildRun:
+    """Run ``python -m ims_python_helper ARGV`` and read its /proc counters before it is reaped.
+
+    ``rchar`` counts every byte the process read through read(2) (files, not
+    sockets); ``VmHWM`` is its peak resident memory since exec, sampled while it runs.
+    """
+    peak_kib = 0
+    with open(log, "w+") as output:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ims_python_helper", *argv], env=env, cwd=ROOT, stdout=output, stderr=output
+        )
+        while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+            # A process that has just exited has no VmHWM any more; its peak was seen before.
+            high_water = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{child.pid}/status").read_text())
+            if high_water:
+                peak_kib = max(peak_kib, int(high_water.group(1)))
+            time.sleep(0.01)
+        io = Path(f"/proc/{child.pid}/io").read_text()
+        rchar = int(re.search(r"rchar:\s+(\d+)", io).group(1))  # type: ignore[union-attr]
+        code = child.wait()
+        output.seek(0)
+        return ChildRun(code, rchar, peak_kib * 1024, output.read())

@@ -27,7 +27,9 @@ from ims_python_helper.errors import StorageError
 from ims_python_helper.local.stack import CLIENT_ID, LocalStack
 from ims_python_helper.local.tls import LocalCA
 from ims_python_helper.local.token_server import TokenServer
-from tests.support import ROOT, Artifacts, CliResult, CliRunner
+from tests.support import ROOT, Artifacts, CliResult, CliRunner, make_artifacts, run_cli_measured
+
+MIB = 1024 * 1024
 
 
 class TlsSnapshot:
@@ -84,6 +86,23 @@ def test_publish_over_https_with_the_stack_ca_succeeds(run_cli: CliRunner, tls_e
     assert record["link"]["path"] == f"s3://boot-images/{record['id']}/manifest.json"
     assert tls_snapshot.image(record["id"])["link"] == record["link"]
     assert f"{record['id']}/rootfs" in tls_snapshot()[1]
+
+
+def test_over_https_a_part_is_read_a_piece_at_a_time_not_held_whole(tls_env: Dict[str, Any], tmp_path: Path) -> None:
+    # TLS must encrypt in the client, so the parts are read for their requests, not sent by sendfile. Read a
+    # piece at a time they hold 1 MiB each: a rootfs of 96 MiB more, in 32 MiB parts three at once, must not
+    # raise the peak by the parts in flight (96 MiB when each part was read whole for its request).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "OAUTH_", "IMS_", "CA_CERT"))}
+    env.update({k: v for k, v in tls_env.items() if v is not None})
+    runs = []
+    for size in (16 * MIB, 112 * MIB):
+        files = make_artifacts(tmp_path / f"rootfs-{size}", rootfs_size=size, seed=size)
+        argv = ["image", "upload_artifacts", f"tls-memory-{uuid.uuid4().hex[:8]}", *files.flags("rootfs", "kernel")]
+        run = run_cli_measured([*argv, "--part-size", "32", "--concurrency", "3"], env, tmp_path / f"{size}.log")
+        assert run.code == 0, run.output
+        runs.append(run)
+    small, large = runs
+    assert large.peak_rss - small.peak_rss < 32 * MIB, (small.peak_rss, large.peak_rss)
 
 
 def test_cert_flag_is_used_for_both_the_token_endpoint_and_ims(

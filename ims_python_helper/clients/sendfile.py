@@ -8,7 +8,8 @@ the bytes go from the page cache to the socket without passing through the
 client's memory, which saves the copy out of a part buffer and the buffer
 itself (issue 20, BENCHMARKS.md). Anywhere else (TLS, a connection pool made
 before ``install``, a platform without ``os.sendfile``) the body is read as
-usual: ``read`` returns the range's bytes, read from the file at that moment.
+usual, a piece (``PIECE``) at a time, from the file at that moment: a part
+being sent holds no more than that in memory, whatever the part size.
 
 Either way the bytes sent are read from the file again after they were
 hashed, so a file changed in between is caught: its part no longer matches
@@ -21,12 +22,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from botocore.awsrequest import AWSHTTPConnection, AWSHTTPConnectionPool
 from urllib3.util.wait import wait_for_write
 
 from ..errors import StorageError, UploadCancelled
+from .defaults import PIECE
 
 #: ``install`` does nothing where the kernel cannot send a file to a socket.
 SENDFILE_WORKS = sys.platform.startswith("linux") and hasattr(os, "sendfile")
@@ -55,19 +57,27 @@ class FileRange:
         self.by_sendfile = False
         self._handed_over = False
 
-    def read(self, amount: int = -1) -> Union[bytes, FileRange]:
-        """The rest of the range, whatever ``amount`` is: the range itself for a sendfile connection, else its bytes."""
+    def read(self, amount: Optional[int] = -1) -> Union[bytes, FileRange]:
+        """The next bytes of the range, or for a sendfile connection the range itself, once.
+
+        At least ``amount`` bytes and at least a ``PIECE`` (the rest of the
+        range if less is left; all of it for ``amount`` -1 or None): the HTTP
+        layers ask for 8 or 16 KiB at a time and send whatever comes back.
+        """
         self._check_not_cancelled()
-        if self._at >= self.size or self._handed_over:
+        left = self.size - self._at
+        if left <= 0 or self._handed_over:
             return b""
         if self.by_sendfile:
             # urllib3 2 passes what ``read`` returns to the connection's ``send``, which sends it from the file.
             self._handed_over = True
             return self
-        data = os.pread(self.fd, self.size - self._at, self.offset + self._at)
-        if len(data) < self.size - self._at:
+        if amount is not None and amount >= 0:
+            left = min(left, max(amount, PIECE))
+        data = os.pread(self.fd, left, self.offset + self._at)
+        if len(data) < left:
             raise self._short(self._at + len(data))
-        self._at = self.size
+        self._at += left
         return data
 
     def send_over(self, sock: Any) -> None:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List
 
 import botocore.exceptions
 
+from ..clients.defaults import PIECE
 from ..clients.s3retry import wrapped_error
 from ..clients.sendfile import FileRange
 from ..clients.storage import s3_error_code
@@ -45,8 +46,6 @@ from .integrity import HashingReader
 LOGGER = logging.getLogger(__name__)
 
 
-#: The reading threads' buffer: small enough to stay in the cache while both md5s take it.
-PIECE = 1024 * 1024
 
 
 class PartSlots:

@@ -19,11 +19,11 @@ computed from the parts sent (or, after a single copy in place that the
 server gave a new ETag, the file's md5), in the CompleteMultipartUpload answer
 and in the HEAD that checks size and metadata.
 
-Memory: over plain HTTP a part is sent from the page cache and never held
-(``clients.sendfile``); over TLS each part being sent is read whole for its
-request. With one small file read whole, the peak is at most
-``part_size * (concurrency + 2)`` whatever the file sizes (see
-``TransferOptions.memory_bound``).
+Memory: a part is read a piece (1 MiB) at a time for its hashes, then sent
+from the file: over plain HTTP from the page cache (``clients.sendfile``),
+over TLS a piece at a time. With one small file read whole for its PUT, the
+peak is at most ``part_size + (concurrency + 2) * PIECE`` whatever the file
+sizes (see ``TransferOptions.memory_bound``).
 
 When an upload fails, its multipart upload is aborted and the other uploads
 are cancelled (and aborted) too; the caller sweeps the prefix for any upload
@@ -44,7 +44,7 @@ import botocore.exceptions
 from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
 from ..clients.deadline import Deadline
-from ..clients.defaults import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE
+from ..clients.defaults import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, PIECE
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError, s3_failure
 from ..progress import Progress
@@ -94,15 +94,18 @@ class TransferOptions:
 
     @property
     def memory_bound(self) -> int:
-        """Most artifact bytes in memory at once, over TLS: the parts being sent, one small file, and a part to spare.
+        """Most artifact bytes in memory at once: one small file, read whole for its PUT, and a piece per part.
 
-        Over plain HTTP the parts are sent from the file and only the reading
-        buffers (``parts.PIECE`` per artifact) are held.
+        A part is hashed a ``PIECE`` at a time and sent from the file (by
+        ``sendfile`` over plain HTTP, a piece at a time over TLS), so each part
+        being sent holds a piece, not its size, and so does each reading
+        thread (one per large file; two are allowed for). A small file (up to
+        ``part_size``) is read whole and sent in one PUT, one at a time.
 
         ``part_size`` is the planned one (``planned_for``): a file of more than
         ``max_parts`` parts at the configured size raises it, and the bound with it.
         """
-        return self.part_size * (self.concurrency + 2)
+        return self.part_size + (self.concurrency + 2) * PIECE
 
     def part_size_for(self, size: int) -> int:
         """The part size a file of ``size`` bytes needs: ``part_size``, doubled until it fits ``max_parts``."""
