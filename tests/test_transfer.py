@@ -134,9 +134,25 @@ def test_memory_does_not_grow_with_the_file(small_and_large_runs: Tuple[ChildRun
     assert large.peak_rss - small.peak_rss < extra / 4
 
 
+def test_a_file_sent_in_one_put_is_not_held_in_memory_either(stack: LocalStack, tmp_path: Path) -> None:
+    # Below the part size (64 MiB by default) a file goes up in one PUT, hashed a piece at a time and sent
+    # from the file like a part: 56 MiB more of it must not raise the peak by 56 MiB (it did when read whole).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "OAUTH_", "IMS_", "CA_CERT"))}
+    env.update(stack.env())
+    runs = []
+    for size in (4 * MIB, 60 * MIB):
+        files = make_artifacts(tmp_path / f"rootfs-{size}", rootfs_size=size, seed=size)
+        argv = ["image", "upload_artifacts", f"one-put-{uuid.uuid4().hex[:8]}", *files.flags("rootfs", "kernel")]
+        run = run_cli_measured(argv, env, tmp_path / f"run-{size}.log")
+        assert run.code == 0, run.output
+        runs.append(run)
+    small, large = runs
+    assert large.peak_rss - small.peak_rss < 16 * MIB, (small.peak_rss, large.peak_rss)
+
+
 def test_the_parts_read_ahead_of_the_sending_are_bound_by_concurrency() -> None:
     options = TransferOptions(part_size=8 * MIB, concurrency=3)
-    assert options.memory_bound == 8 * MIB + 5 * PIECE  # one small file; a piece per part sent and per reader
+    assert options.memory_bound == 6 * PIECE  # a piece per part sent and per file read, whatever the part size
     slots = PartSlots(options.concurrency + 1)
     for _ in range(slots.count):
         slots.take()
@@ -246,6 +262,29 @@ def test_a_part_cut_short_before_it_is_sent_is_reported_as_such(stack: LocalStac
         )
     finally:
         client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
+
+
+def test_a_small_file_changed_after_it_was_hashed_is_not_stored_as_the_md5_says(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    # A small file goes up in one PUT sent from the file, like a part: the bytes sent are read again after
+    # they were hashed, and the Content-MD5 (or the ETag check) refuses bytes that changed in between.
+    path = tmp_path / "small"
+    hashed = os.urandom(MIB + 3)
+    path.write_bytes(hashed)
+    storage = storage_for(stack)
+    key = f"small/{uuid.uuid4()}"
+    with open(path, "rb") as handle:
+        path.write_bytes(os.urandom(MIB + 3))  # same size, other bytes, after the hashing
+        body = FileRange(handle.fileno(), 0, MIB + 3, threading.Event())
+        with pytest.raises(StorageError, match=r"BadDigest|Content-MD5|the md5 of the bytes sent"):
+            storage.put_body(key, body, hashlib.md5(hashed).digest(), "application/octet-stream", {})
+    path.write_bytes(hashed)
+    with open(path, "rb") as handle:
+        body = FileRange(handle.fileno(), 0, MIB + 3, threading.Event())
+        etag = storage.put_body(key, body, hashlib.md5(hashed).digest(), "application/octet-stream", {})
+    assert etag == hashlib.md5(hashed).hexdigest()
+    assert s3_client_for(stack.s3).get_object(Bucket=BUCKET, Key=key)["Body"].read() == hashed
 
 
 def test_a_part_body_is_read_again_for_a_retry_and_not_once_cancelled(tmp_path: Path) -> None:

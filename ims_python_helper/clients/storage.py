@@ -301,23 +301,31 @@ class S3Storage:
 
         The ETag in the answer must be the md5 of ``data`` (``VerificationError`` otherwise).
         """
+        return self.put_body(key, data, hashlib.md5(data).digest(), content_type, metadata)
+
+    def put_body(self, key: str, body: Any, md5: bytes, content_type: str, metadata: Dict[str, str]) -> str:
+        """Store ``body`` (bytes, or a ``sendfile.FileRange`` of a file) in one request whose Content-MD5 is ``md5``.
+
+        The server checks the bytes it receives against ``md5``, and the ETag in
+        its answer must be ``md5`` (``VerificationError`` otherwise); returns it.
+        """
         try:
             answer = self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
-                Body=data,
+                Body=body,
                 ContentType=content_type,
                 Metadata=metadata,
-                ContentMD5=content_md5(data),
+                ContentMD5=base64.b64encode(md5).decode("ascii"),
             )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
             raise s3_failure(f"cannot write s3://{self.bucket}/{key}: {describe_s3_error(err)}", err) from None
         etag = str(answer.get("ETag", "")).strip('"')
-        if etag != hashlib.md5(data).hexdigest():
+        if etag != md5.hex():
             # A single PUT's ETag is the md5 of what the server stored: anything else is not what was sent.
             raise VerificationError(
                 f"s3://{self.bucket}/{key} was stored with ETag {etag or 'none'}, "
-                f"not {hashlib.md5(data).hexdigest()}, the md5 of the bytes sent"
+                f"not {md5.hex()}, the md5 of the bytes sent"
             )
         return etag
 

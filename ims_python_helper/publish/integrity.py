@@ -81,6 +81,16 @@ class HashingReader:
                 self._digests[len(self._part_sizes)] = part_md5.digest()
         return done
 
+    def read_through(self, piece: memoryview) -> int:
+        """Read the rest of the file through ``piece`` into the file's hashes (a file sent whole); how many bytes."""
+        done = 0
+        while True:
+            got = self._handle.readinto(piece)  # type: ignore[attr-defined]
+            if not got:
+                return done
+            self._add(piece[:got])
+            done += got
+
     def _add(self, data: Union[bytes, memoryview]) -> None:
         self._md5.update(data)
         if self._sha256 is not None:
@@ -121,6 +131,11 @@ class HashingReader:
     def md5(self) -> str:
         """Hex md5 of what has been read so far."""
         return self._md5.hexdigest()
+
+    @property
+    def md5_digest(self) -> bytes:
+        """The md5 of what has been read so far, as bytes (a Content-MD5)."""
+        return self._md5.digest()
 
     @property
     def sha256(self) -> Optional[str]:

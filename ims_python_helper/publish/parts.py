@@ -46,8 +46,6 @@ from .integrity import HashingReader
 LOGGER = logging.getLogger(__name__)
 
 
-
-
 class PartSlots:
     """At most ``count`` parts read and not yet stored; ``take`` waits for a free slot.
 

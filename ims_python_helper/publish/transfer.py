@@ -19,11 +19,10 @@ computed from the parts sent (or, after a single copy in place that the
 server gave a new ETag, the file's md5), in the CompleteMultipartUpload answer
 and in the HEAD that checks size and metadata.
 
-Memory: a part is read a piece (1 MiB) at a time for its hashes, then sent
-from the file: over plain HTTP from the page cache (``clients.sendfile``),
-over TLS a piece at a time. With one small file read whole for its PUT, the
-peak is at most ``part_size + (concurrency + 2) * PIECE`` whatever the file
-sizes (see ``TransferOptions.memory_bound``).
+Memory: every file is read a piece (1 MiB) at a time for its hashes, then
+sent from the file: over plain HTTP from the page cache (``clients.sendfile``),
+over TLS a piece at a time. A part holds a piece, not its size, whatever
+the file sizes (see ``TransferOptions.memory_bound``).
 
 When an upload fails, its multipart upload is aborted and the other uploads
 are cancelled (and aborted) too; the caller sweeps the prefix for any upload
@@ -45,6 +44,7 @@ from s3transfer.utils import MAX_PARTS, ChunksizeAdjuster
 
 from ..clients.deadline import Deadline
 from ..clients.defaults import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, PIECE
+from ..clients.sendfile import FileRange
 from ..clients.storage import ObjectInfo, S3Storage, describe_s3_error, s3_error_code
 from ..errors import DeadlineExceeded, ImsHelperError, StorageError, UploadCancelled, VerificationError, s3_failure
 from ..progress import Progress
@@ -94,18 +94,15 @@ class TransferOptions:
 
     @property
     def memory_bound(self) -> int:
-        """Most artifact bytes in memory at once: one small file, read whole for its PUT, and a piece per part.
+        """Most artifact bytes in memory at once: a piece per part being sent and per file being read.
 
-        A part is hashed a ``PIECE`` at a time and sent from the file (by
-        ``sendfile`` over plain HTTP, a piece at a time over TLS), so each part
+        Every file is hashed a ``PIECE`` at a time and sent from the file (by
+        ``sendfile`` over plain HTTP, a piece at a time over TLS), so a part
         being sent holds a piece, not its size, and so does each reading
-        thread (one per large file; two are allowed for). A small file (up to
-        ``part_size``) is read whole and sent in one PUT, one at a time.
-
-        ``part_size`` is the planned one (``planned_for``): a file of more than
-        ``max_parts`` parts at the configured size raises it, and the bound with it.
+        thread: one per large file (two are allowed for) and the small file
+        being sent. The part size does not count.
         """
-        return self.part_size + (self.concurrency + 2) * PIECE
+        return (self.concurrency + 3) * PIECE
 
     def part_size_for(self, size: int) -> int:
         """The part size a file of ``size`` bytes needs: ``part_size``, doubled until it fits ``max_parts``."""
@@ -142,7 +139,7 @@ class ArtifactUploader:
         self._cancelled = threading.Event()
         self._futures: List[concurrent.futures.Future] = []
         self._abandoned = False
-        # A small file is read whole before its PUT; one at a time keeps that inside the memory bound.
+        # Small files are hashed and sent one at a time, each through a piece of its own.
         self._small_file_slot = threading.Semaphore(1)
         self._plan = self.options
         self._parts: Optional[PartUploads] = None
@@ -249,11 +246,15 @@ class ArtifactUploader:
         return metadata
 
     def _put_small(self, upload: ArtifactUpload, reader: HashingReader) -> str:
+        """Hash a small file a piece at a time, then send it from the file in one PUT (as the parts are sent)."""
         with self._small_file_slot:
             self._check_running(upload)
-            data = reader.read()
-            etag = self.storage.put_bytes(upload.key, data, upload.content_type, self._final_metadata(upload, reader))
-            self.progress.advance(upload.name, len(data))
+            size = reader.read_through(memoryview(bytearray(PIECE)))
+            # Its own event, never set: a small PUT is not stopped once begun, as it was not when it was bytes.
+            body = FileRange(reader.fileno(), 0, size, threading.Event())
+            metadata = self._final_metadata(upload, reader)
+            etag = self.storage.put_body(upload.key, body, reader.md5_digest, upload.content_type, metadata)
+            self.progress.advance(upload.name, size)
             return etag
 
     def _put_large(self, upload: ArtifactUpload, reader: HashingReader) -> bool:
