@@ -139,7 +139,7 @@ def _add_content_md5(request: Any, **_kwargs: Any) -> None:
         for block in iter(lambda: body.read(1024 * 1024), b""):
             digest.update(block)
         body.seek(start)
-        headers["Content-MD5"] = base64.b64encode(digest.digest()).decode("ascii")
+        headers["Content-MD5"] = md5_header(digest.digest())
 
 
 def s3_error_code(err: BaseException) -> str:
@@ -188,7 +188,12 @@ def s3_tls_failure_message(settings: S3Settings) -> str:
 
 def content_md5(data: bytes) -> str:
     """The base64 Content-MD5 header value for ``data``."""
-    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+    return md5_header(hashlib.md5(data).digest())
+
+
+def md5_header(digest: bytes) -> str:
+    """The base64 Content-MD5 header value for an md5 ``digest`` already taken."""
+    return base64.b64encode(digest).decode("ascii")
 
 
 class S3Storage:
@@ -316,7 +321,7 @@ class S3Storage:
                 Body=body,
                 ContentType=content_type,
                 Metadata=metadata,
-                ContentMD5=base64.b64encode(md5).decode("ascii"),
+                ContentMD5=md5_header(md5),
             )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
             raise s3_failure(f"cannot write s3://{self.bucket}/{key}: {describe_s3_error(err)}", err) from None

@@ -26,7 +26,6 @@ botocore retries a part from the file (``FileRange.seek``).
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import contextlib
 import logging
@@ -39,7 +38,7 @@ import botocore.exceptions
 from ..clients.defaults import PIECE
 from ..clients.s3retry import wrapped_error
 from ..clients.sendfile import FileRange
-from ..clients.storage import s3_error_code
+from ..clients.storage import md5_header, s3_error_code
 from ..errors import UploadCancelled
 from .integrity import HashingReader
 
@@ -207,7 +206,7 @@ class PartUploads:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
-                ContentMD5=base64.b64encode(digest).decode("ascii"),
+                ContentMD5=md5_header(digest),
             )
         except BaseException:
             self.cancel()
