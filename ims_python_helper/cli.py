@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple, 
 from . import __version__
 from .admin.import_ import check_bundle
 from .clients.redact import install_log_redaction, redact
+from .cmdline import collector
 from .cmdline.admin import ADMIN_TEXTS, export_arguments, import_arguments, verify_arguments
 from .cmdline.arguments import ArgumentParser, StoreOnce, SwitchOnce, job_id_from
 from .cmdline.publishing import recipe_upload_arguments, status_arguments, upload_arguments
@@ -392,5 +393,6 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
 
 
 def console_main() -> None:
-    """Entry point of the ``ims-python-helper`` console script."""
+    """Entry point of the ``ims-python-helper`` console script (the modules are loaded by now)."""
+    collector.resume()
     exit_process(main())

@@ -141,6 +141,41 @@ def test_cli_runs_as_a_module_with_no_flags(run_cli_process, artifacts, stack, i
     assert "uploaded" in result.stderr  # the summary line of the pod-style progress
 
 
+#: Loaded into the CLI's process by ``site``. Counts the collector's runs while the CLI loads its modules (after
+#: ``cmdline.collector`` is imported, before anything is frozen) and its full runs; at exit it writes those, the
+#: objects frozen and those not (what the interpreter's last collections would walk), and whether it collects.
+GC_PROBE = """
+import atexit, gc, sys
+runs = {"loading": 0, "full": 0}
+def count(phase, info):
+    if phase == "start":
+        loading = "ims_python_helper.cmdline.collector" in sys.modules and not gc.get_freeze_count()
+        runs["loading"] += loading
+        runs["full"] += info["generation"] == 2
+gc.callbacks.append(count)
+atexit.register(lambda: sys.stderr.write(
+    f"GC-PROBE {runs['loading']} {runs['full']} {gc.get_freeze_count()} {len(gc.get_objects())} {gc.isenabled():d}\\n"
+))
+"""
+
+
+def test_cli_process_leaves_its_long_lived_objects_to_the_collector_never(run_cli_process, artifacts, tmp_path):
+    """``python -m ims_python_helper`` collects nothing while it loads and exits with its objects frozen."""
+    (tmp_path / "sitecustomize.py").write_text(GC_PROBE)
+
+    result = run_cli_process(
+        "image", "upload_artifacts", "gc-probe", *artifacts.flags("rootfs", "kernel"), env={"PYTHONPATH": str(tmp_path)}
+    )
+
+    assert result.code == 0, result.stderr
+    loading, full, frozen, unfrozen, enabled = (int(n) for n in result.stderr.split("GC-PROBE ")[1].split()[:5])
+    # cmdline.collector: no collection while botocore, boto3 and the package load, none of all that afterwards,
+    # and the run's S3 model and clients (tens of thousands of objects) are not left to the interpreter's end.
+    assert loading == 0 and full == 0
+    assert enabled  # the run's own garbage is still collected
+    assert frozen > 50_000 and unfrozen < frozen / 100
+
+
 def test_version_flag_prints_the_version():
     from ims_python_helper import __version__
 

@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any, Callable, Dict, Optional
 
 from ..errors import ExitStatus, Interrupted
+from . import collector
 
 #: Seconds after SIGTERM/SIGINT by which the process has ended, whatever S3 and IMS do.
 EXIT_AFTER_SIGNAL = 20.0
@@ -101,4 +102,5 @@ def exit_process(code: int) -> None:
     """End the CLI process with ``code``: at once after a signal (``end_process``), else as usual."""
     if INTERRUPTED.is_set():
         end_process(code)
+    collector.before_exit()
     sys.exit(code)
