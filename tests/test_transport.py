@@ -1,17 +1,21 @@
-"""Transport: failures are told apart by exception type, and fetching a token changes nothing process-wide."""
+"""Transport: failures are told apart by exception type, fetching a token changes nothing process-wide, and the
+S3 client's models load as botocore's own loader loads them."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Dict, List, Optional
 
+import botocore.session
 import pytest
 import requests
 import urllib3.exceptions
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from ims_python_helper.clients.oauth import ClientCredentialsSession
+from ims_python_helper.clients.s3model import botocore_session
 from ims_python_helper.clients.transport import describe_request_error
 
 
@@ -72,3 +76,38 @@ def test_a_loopback_token_fetch_changes_no_process_environment(
     assert response.status_code == 200
     assert session.grants == 1
     assert len(seen) == 2 and seen == [None, None], f"OAUTHLIB_INSECURE_TRANSPORT was set during a request: {seen}"
+
+
+def _plain(data: object) -> bool:
+    """Whether every mapping in ``data`` is a plain dict (botocore's own loader makes OrderedDicts)."""
+    if isinstance(data, dict):
+        return type(data) is dict and all(_plain(value) for value in data.values())
+    if isinstance(data, list):
+        return all(_plain(item) for item in data)
+    return True
+
+
+def test_the_s3_client_models_are_botocores_own_data_in_plain_dicts():
+    """clients.s3model: the same files give the same data, without listing every service or OrderedDicts."""
+    ours = botocore_session().get_component("data_loader")
+    theirs = botocore.session.Session().get_component("data_loader")
+
+    for kind in ("service-2", "endpoint-rule-set-1"):
+        model = ours.load_service_model("s3", kind)
+        assert model == theirs.load_service_model("s3", kind)
+        assert _plain(model)
+    for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
+        assert ours.load_data(name) == theirs.load_data(name), name
+    assert ours.list_available_services("service-2") == ["s3"]
+    assert len(theirs.list_available_services("service-2")) > 100
+
+
+def test_the_s3_client_models_come_from_aws_data_path_first(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A model under ``AWS_DATA_PATH`` is the one loaded, as with botocore's own loader."""
+    model = botocore.session.Session().get_service_data("s3")
+    model["documentation"] = "the S3 model under AWS_DATA_PATH"
+    (tmp_path / "s3" / "2006-03-01").mkdir(parents=True)
+    (tmp_path / "s3" / "2006-03-01" / "service-2.json").write_text(json.dumps(model))
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+
+    assert botocore_session().get_service_data("s3")["documentation"] == "the S3 model under AWS_DATA_PATH"

@@ -18,6 +18,7 @@ from . import sendfile
 from .defaults import DEFAULT_ADDRESSING_STYLE, DEFAULT_CHECKSUM_MODE
 from .redact import SECRETS, redact
 from .retrylog import failure_reason
+from .s3model import botocore_session
 from .s3retry import install_s3_retries, wrapped_error
 from .transport import DEFAULT_TIMEOUT, check_url
 
@@ -93,7 +94,9 @@ def make_s3_client(settings: S3Settings, deadline: Optional[Deadline] = None) ->
         user_agent_extra="ims-python-helper",
     )
     try:
-        client = boto3.session.Session().client("s3", config=config, **connection_arguments(settings))
+        client = boto3.session.Session(botocore_session=botocore_session()).client(
+            "s3", config=config, **connection_arguments(settings)
+        )
     except ValueError as err:
         raise ConfigError(f"S3 endpoint {settings.endpoint!r} is not usable: {redact(str(err))}") from None
     client.meta.events.register("before-sign.s3", _add_content_md5)
