@@ -159,7 +159,7 @@ atexit.register(lambda: sys.stderr.write(
 """
 
 
-def test_cli_process_leaves_its_long_lived_objects_to_the_collector_never(run_cli_process, artifacts, tmp_path):
+def test_cli_process_keeps_its_long_lived_objects_out_of_the_collector(run_cli_process, artifacts, tmp_path):
     """``python -m ims_python_helper`` collects nothing while it loads and exits with its objects frozen."""
     (tmp_path / "sitecustomize.py").write_text(GC_PROBE)
 

@@ -1,8 +1,8 @@
 """The CLI process's garbage collector: no collections while the modules load, none over them afterwards.
 
-A CLI run imports botocore, boto3 and requests and loads an S3 model: a few
-hundred thousand objects that live as long as the process and are never
-garbage. CPython's cyclic collector walks them all the same, during the
+A CLI run imports botocore, boto3 and requests and loads an S3 model:
+about a hundred thousand objects that live as long as the process and are
+never garbage. CPython's cyclic collector walks them all the same, during the
 imports, on every full collection of the run, and once more when the
 interpreter ends, where it also takes the whole world apart object by object
 just before the process exits. For a publish of three 4 KiB files that was
