@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE))
 
 from copy_floor import start_server  # noqa: E402
 from fetch_bench import print_round, print_sample_table  # noqa: E402
-from publish_bench import COST_HEADER, MIB, CostFloor, cost_row, measure, write_artifact  # noqa: E402
+from publish_bench import COST_HEADER, MIB, CostFloor, compile_package, cost_row, measure, write_artifact  # noqa: E402
 
 from ims_python_helper.local.stack import LocalStack  # noqa: E402
 
@@ -91,6 +91,7 @@ def method_argv(method: str, record: Dict[str, Any], out: Path) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    compile_package()
     with tempfile.TemporaryDirectory(prefix="admin-bench-", dir=os.environ.get("BENCH_DIR")) as work_dir:
         work = Path(work_dir)
         with LocalStack(data_dir=work / "stack", s3=args.s3) as stack:

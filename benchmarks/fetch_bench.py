@@ -140,6 +140,7 @@ def print_sample_table(samples: Dict[str, List[Any]], methods: Sequence[str], si
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    publish_bench.compile_package()
     if args.buffered:
         os.environ[BUFFERED_ENV] = "1"
     if args.ours:

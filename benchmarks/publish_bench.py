@@ -45,6 +45,7 @@ an object of the rootfs size, to show whether the server copies data.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -695,9 +696,21 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # so the stack is stopped on the way out
 
 
+def compile_package() -> None:
+    """Byte-compile the package, as pip does when it installs it.
+
+    Run from a checkout, a module whose source changed since its ``.pyc`` was
+    written is compiled again by every process that imports it, and never
+    written back where ``PYTHONDONTWRITEBYTECODE`` is set (it is on these
+    machines): up to 0.08 CPU s more per command with no ``.pyc`` at all.
+    """
+    compileall.compile_dir(str(ROOT / "ims_python_helper"), quiet=1)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    compile_package()
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         return run_benchmark(args, args.work_dir)
